@@ -1,0 +1,220 @@
+"""Plotting functions: data in, matplotlib figure out.
+
+Every function takes arrays (or a few scalars), draws, and returns the ``Figure``; none samples,
+trains or reads files. Colours are shared across the book: the entropy rate (bigram loss, the
+global minimum) is green, the unigram loss (the local minimum) is red.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+__all__ = [
+    "BIGRAM_COLOR",
+    "UNIGRAM_COLOR",
+    "BIT_CMAP",
+    "plot_sample_paths",
+    "plot_frequency_convergence",
+    "plot_loss_maps",
+    "plot_chain_explorer",
+    "plot_loss_estimators",
+    "plot_context_losses",
+]
+
+BIGRAM_COLOR = "#2ca02c"
+UNIGRAM_COLOR = "#d62728"
+BIT_CMAP = ListedColormap(["#f2f2f2", "#1f4e79"])
+
+
+def _bit_raster(ax, bits: np.ndarray, title: str | None = None) -> None:
+    ax.imshow(bits, cmap=BIT_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(bits.shape[0]))
+    ax.set_yticklabels([f"seq {i + 1}" for i in range(bits.shape[0])], fontsize=8)
+    ax.set_xlabel("position n")
+    if title:
+        ax.set_title(title, fontsize=10)
+
+
+def plot_sample_paths(paths: Mapping[str, np.ndarray]) -> Figure:
+    """One raster per chain: rows are sequences, dark cells are 1s.
+
+    ``paths`` maps a panel title to an integer array (n_sequences, length).
+    """
+    n = len(paths)
+    fig, axes = plt.subplots(n, 1, figsize=(10, 1.0 + 0.35 * sum(len(v) for v in paths.values())))
+    axes = np.atleast_1d(axes)
+    for ax, (title, bits) in zip(axes, paths.items(), strict=True):
+        _bit_raster(ax, np.asarray(bits), title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_frequency_convergence(
+    est: Mapping[str, np.ndarray], p: float, q: float, n_sigma: float = 2.0
+) -> Figure:
+    """Running estimates p_hat, q_hat against the number of transitions, with +-n_sigma bands.
+
+    ``est`` is the output of :func:`markovformer.markov.running_transition_estimates`.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    t = est["t"]
+    for name, true, visits, color in (
+        ("p", p, est["visits_0"], "C0"),
+        ("q", q, est["visits_1"], "C1"),
+    ):
+        hat = est[f"{name}_hat"]
+        ax.plot(t, hat, color=color, lw=1.2, label=rf"$\hat {name}$ (running estimate)")
+        se = np.sqrt(true * (1 - true) / np.maximum(visits, 1))
+        ax.fill_between(t, true - n_sigma * se, true + n_sigma * se, color=color, alpha=0.15, lw=0)
+        ax.axhline(true, color=color, ls="--", lw=1, label=f"true {name} = {true:g}")
+    ax.set_xscale("log")
+    ax.set_xlim(t[0] * 10, t[-1])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("number of observed transitions")
+    ax.set_ylabel("estimated switching probability")
+    ax.set_title(
+        rf"empirical frequencies converge at rate $1/\sqrt{{n}}$ (bands: $\pm${n_sigma:g} s.e.)"
+    )
+    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _unit_square_axes(ax) -> None:
+    ax.plot([0, 1], [1, 0], color="k", lw=1.2, ls="--")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel(r"$p = \Pr(1 \mid 0)$")
+    ax.set_ylabel(r"$q = \Pr(0 \mid 1)$")
+
+
+def plot_loss_maps(
+    p: np.ndarray,
+    q: np.ndarray,
+    entropy_rate: np.ndarray,
+    unigram: np.ndarray,
+    marks: Mapping[str, tuple[float, float]] | None = None,
+) -> Figure:
+    """Heat maps over the unit square: entropy rate, unigram loss and their gap.
+
+    ``p`` and ``q`` are 1-D grids; the loss arrays have shape (len(q), len(p)). The dashed line is
+    p + q = 1, where the chain is i.i.d. and the gap vanishes.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 4.0))
+    extent = (p[0], p[-1], q[0], q[-1])
+    panels = (
+        ("entropy rate (bigram loss)", entropy_rate, "viridis", (0, np.log(2))),
+        ("stationary entropy (unigram loss)", unigram, "viridis", (0, np.log(2))),
+        ("gap: unigram $-$ bigram", unigram - entropy_rate, "magma", None),
+    )
+    for ax, (title, z, cmap, lim) in zip(axes, panels, strict=True):
+        vmin, vmax = lim if lim else (0, float(np.nanmax(z)))
+        im = ax.imshow(z, origin="lower", extent=extent, cmap=cmap, vmin=vmin, vmax=vmax)
+        fig.colorbar(im, ax=ax, shrink=0.8, label="nats")
+        _unit_square_axes(ax)
+        ax.set_title(title, fontsize=10)
+        for label, (pm, qm) in (marks or {}).items():
+            ax.plot(pm, qm, "o", ms=5, mec="w", mfc="k")
+            left = pm > 0.5  # keep labels inside the square
+            ax.annotate(
+                label,
+                (pm, qm),
+                xytext=(-6 if left else 6, -4 if left else 4),
+                textcoords="offset points",
+                color="w",
+                fontsize=8,
+                ha="right" if left else "left",
+                va="top" if left else "bottom",
+            )
+    axes[2].text(0.25, 0.30, "sticky\n$p+q<1$", color="w", fontsize=9, ha="center")
+    axes[2].text(0.72, 0.62, "switching\n$p+q>1$", color="w", fontsize=9, ha="center")
+    fig.tight_layout()
+    return fig
+
+
+def plot_chain_explorer(
+    bits: np.ndarray,
+    p: float,
+    q: float,
+    entropy_rate: float,
+    unigram: float,
+    gap_grid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> Figure:
+    """The figure behind chapter 1's sliders: a sample path, the two loss levels, (p, q) on a map."""
+    fig = plt.figure(figsize=(12, 3.4))
+    grid = fig.add_gridspec(1, 3, width_ratios=[2.6, 1.0, 1.1])
+    ax = fig.add_subplot(grid[0])
+    corr = 1 - p - q
+    kind = "i.i.d." if abs(corr) < 1e-9 else ("switching" if corr < 0 else "sticky")
+    _bit_raster(
+        ax, bits, f"samples of the chain p={p:.2f}, q={q:.2f} ({kind}, lag-1 corr {corr:+.2f})"
+    )
+    ax = fig.add_subplot(grid[1])
+    bars = ax.bar(
+        ["bigram\n(entropy rate)", "unigram\n(stationary\nentropy)"],
+        [entropy_rate, unigram],
+        color=[BIGRAM_COLOR, UNIGRAM_COLOR],
+    )
+    for b, v in zip(bars, (entropy_rate, unigram), strict=True):
+        ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.4f}", ha="center", fontsize=9)
+    ax.axhline(np.log(2), color="gray", ls=":", lw=1)
+    ax.text(-0.5, np.log(2) + 0.015, "ln 2", fontsize=8, color="gray")
+    ax.set_ylim(0, 0.85)
+    ax.set_ylabel("loss (nats)")
+    ax.set_title(f"gap {unigram - entropy_rate:.4f} nats", fontsize=10)
+    ax = fig.add_subplot(grid[2])
+    if gap_grid is not None:
+        gp, gq, gap = gap_grid
+        ax.imshow(gap, origin="lower", extent=(gp[0], gp[-1], gq[0], gq[-1]), cmap="magma")
+    _unit_square_axes(ax)
+    ax.plot(p, q, "o", ms=8, mfc="w", mec="k")
+    ax.set_title("(p, q) on the gap map", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_estimators(
+    samples: Mapping[str, np.ndarray], reference: Mapping[str, float] | None = None
+) -> Figure:
+    """Histograms of per-batch loss estimates (e.g. sampled-target vs exact conditional)."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    lo = min(float(np.min(v)) for v in samples.values())
+    hi = max(float(np.max(v)) for v in samples.values())
+    bins = np.linspace(lo, hi, 60)
+    for (label, vals), color in zip(samples.items(), ("C0", "C1", "C2", "C4"), strict=False):
+        ax.hist(vals, bins=bins, alpha=0.55, color=color, label=f"{label} (sd {np.std(vals):.4f})")
+    for label, v in (reference or {}).items():
+        ax.axvline(v, color="k", ls="--", lw=1)
+        ax.annotate(
+            label,
+            (v, ax.get_ylim()[1] * 0.9),
+            xytext=(4, 0),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    ax.set_xlabel("loss of one batch (nats)")
+    ax.set_ylabel("number of batches")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_context_losses(curves: Mapping[str, Sequence[float]], max_context: int) -> Figure:
+    """Best achievable loss against the number m of past symbols a predictor may look at."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    m = np.arange(max_context + 1)
+    for label, vals in curves.items():
+        ax.plot(m, vals, "o-", label=label)
+    ax.set_xlabel("context length m (symbols the predictor sees)")
+    ax.set_ylabel("best achievable loss (nats)")
+    ax.set_xticks(m)
+    ax.legend(fontsize=8)
+    ax.set_title("m = 0: unigram loss; m = order: entropy rate", fontsize=10)
+    fig.tight_layout()
+    return fig

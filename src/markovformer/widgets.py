@@ -1,0 +1,64 @@
+"""Interactive front-ends (ipywidgets) over the plotting functions.
+
+Callbacks never train: they evaluate closed forms, sample a few hundred symbols or read
+precomputed arrays, so a redraw takes a fraction of a second. In the static HTML book the sliders
+are frozen on their first figure (there is no kernel); open the chapter in Binder or Colab to
+move them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from . import plotting
+from .markov import BinaryChain, binary_entropy_rate, binary_unigram_loss
+
+__all__ = ["chain_explorer_figure", "chain_explorer", "loss_grid"]
+
+
+@functools.lru_cache(maxsize=4)
+def loss_grid(resolution: int = 199) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(p, q, entropy rate, unigram loss) on a grid of the open unit square; rows index q."""
+    g = np.linspace(0.5 / (resolution + 1), 1 - 0.5 / (resolution + 1), resolution)
+    P, Q = np.meshgrid(g, g)
+    return g, g, binary_entropy_rate(P, Q), binary_unigram_loss(P, Q)
+
+
+def chain_explorer_figure(
+    p: float = 0.5, q: float = 0.8, seed: int = 0, n_sequences: int = 6, length: int = 120
+) -> Figure:
+    """Sample path, loss levels and position on the gap map for the chain (p, q)."""
+    chain = BinaryChain(p, q)
+    bits = chain.sample(n_sequences, length, generator=torch.Generator().manual_seed(seed))
+    gp, gq, rate, uni = loss_grid(99)
+    return plotting.plot_chain_explorer(
+        bits.numpy(), p, q, chain.entropy_rate, chain.unigram_loss, (gp, gq, uni - rate)
+    )
+
+
+def chain_explorer(p: float = 0.5, q: float = 0.8, seed: int = 0):
+    """Sliders for p, q and the seed that redraw :func:`chain_explorer_figure`."""
+    import ipywidgets as w
+
+    style = {"description_width": "initial"}
+    sliders = {
+        "p": w.FloatSlider(
+            value=p, min=0.01, max=0.99, step=0.01, description="p = Pr(1|0)", style=style
+        ),
+        "q": w.FloatSlider(
+            value=q, min=0.01, max=0.99, step=0.01, description="q = Pr(0|1)", style=style
+        ),
+        "seed": w.IntSlider(value=seed, min=0, max=20, description="seed", style=style),
+    }
+
+    def draw(p: float, q: float, seed: int) -> None:
+        fig = chain_explorer_figure(p, q, seed)
+        plt.show(fig)
+
+    out = w.interactive_output(draw, sliders)
+    return w.VBox([w.HBox(list(sliders.values())), out])
