@@ -148,6 +148,15 @@ def test_symmetric_chain(S, p):
     np.testing.assert_allclose(chain.stationary, np.full(S, 1 / S))
 
 
+def test_symmetric_sampler_statistics():
+    chain = symmetric_chain(5, 0.3)
+    x = chain.sample(300, 200, generator=torch.Generator().manual_seed(4))
+    assert x.shape == (300, 200) and x.dtype == torch.int64
+    assert_frequencies(transition_counts(x, 5), chain.kernel)
+    first = np.bincount(x[:, 0].numpy(), minlength=5) / 300
+    np.testing.assert_array_less(np.abs(first - 0.2), 5 * np.sqrt(0.16 / 300))
+
+
 def test_symmetric_chain_awm6_value():
     assert round(symmetric_chain(5, 0.1).entropy_rate, 4) == 0.4637
 

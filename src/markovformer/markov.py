@@ -32,14 +32,17 @@ __all__ = [
     "MarkovChain",
     "BinaryChain",
     "LagChain",
+    "SymmetricChain",
     "binary_entropy",
     "binary_entropy_rate",
     "binary_unigram_loss",
     "running_transition_estimates",
     "entropy",
     "symmetric_chain",
+    "chain_from_spec",
     "random_chain",
     "sample_binary_chains",
+    "binary_chains_from_uniforms",
     "binary_next_prob",
     "binary_exact_loss",
     "transition_counts",
@@ -368,6 +371,10 @@ class MarkovChain:
         kl = (_xlogy(target, logt) - _xlogy(target, logp)).sum(-1)
         return _reduce(kl, reduction)
 
+    def spec(self) -> dict:
+        """A JSON-able description from which :func:`chain_from_spec` rebuilds the chain."""
+        return {"kind": "kernel", "kernel": self.kernel.tolist()}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_states={self.n_states}, order={self.order})"
 
@@ -437,6 +444,9 @@ class BinaryChain(MarkovChain):
         t1 = self.prob_one(x, dtype)
         return torch.stack([1 - t1, t1], dim=-1)
 
+    def spec(self) -> dict:
+        return {"kind": "binary", "p": self.p, "q": self.q}
+
     def __repr__(self) -> str:
         return f"BinaryChain(p={self.p:g}, q={self.q:g})"
 
@@ -481,20 +491,75 @@ class LagChain(MarkovChain):
         x = x[:, :length].contiguous()
         return x if device is None else x.to(device)
 
+    def spec(self) -> dict:
+        return {"kind": "lag", "p": self.p, "q": self.q, "lag": self.lag}
+
     def __repr__(self) -> str:
         return f"LagChain(p={self.p:g}, q={self.q:g}, lag={self.lag})"
 
 
-def symmetric_chain(n_states: int, p: float) -> MarkovChain:
-    """The symmetric S-state chain: stay with probability 1 - p, else move uniformly (AwM).
+class SymmetricChain(MarkovChain):
+    """The symmetric S-state chain of AwM: stay with probability 1 - p, else move uniformly.
 
-    Its entropy rate (bigram loss) is h(p) + p ln(S - 1) and its unigram loss is ln S.
+    Its stationary law is uniform, its entropy rate (bigram loss) is h(p) + p ln(S - 1) and its
+    unigram loss is ln S. Sampling is vectorised: x_{n+1} = x_n + J_n O_n (mod S) with jump
+    indicators J_n ~ Bernoulli(p) and offsets O_n uniform on {1, ..., S - 1}.
     """
-    S = _check_positive_int("n_states", n_states, minimum=2)
-    p = _check_probability("p", p)
-    P = np.full((S, S), p / (S - 1))
-    np.fill_diagonal(P, 1 - p)
-    return MarkovChain(P)
+
+    def __init__(self, n_states: int, p: float) -> None:
+        S = _check_positive_int("n_states", n_states, minimum=2)
+        p = _check_probability("p", p)
+        self.p = p
+        P = np.full((S, S), p / (S - 1))
+        np.fill_diagonal(P, 1 - p)
+        super().__init__(P)
+
+    def _stationary_contexts(self) -> np.ndarray:
+        return np.full(self.n_states, 1.0 / self.n_states)
+
+    def sample(
+        self,
+        batch: int,
+        length: int,
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+    ) -> torch.Tensor:
+        batch = _check_positive_int("batch", batch)
+        length = _check_positive_int("length", length)
+        dev = generator.device if generator is not None else torch.device("cpu")
+        S = self.n_states
+        u = torch.rand(batch, 2 * length, generator=generator, device=dev, dtype=torch.float64)
+        x0 = (u[:, :1] * S).long().clamp_(max=S - 1)
+        jump = u[:, 1:length] < self.p
+        offset = 1 + (u[:, length + 1 :] * (S - 1)).long().clamp_(max=S - 2)
+        steps = torch.cumsum(jump.long() * offset, dim=1)
+        x = torch.cat([x0, (x0 + steps) % S], dim=1)
+        return x if device is None else x.to(device)
+
+    def spec(self) -> dict:
+        return {"kind": "symmetric", "n_states": self.n_states, "p": self.p}
+
+    def __repr__(self) -> str:
+        return f"SymmetricChain(n_states={self.n_states}, p={self.p:g})"
+
+
+def symmetric_chain(n_states: int, p: float) -> SymmetricChain:
+    """The symmetric S-state chain (see :class:`SymmetricChain`)."""
+    return SymmetricChain(n_states, p)
+
+
+def chain_from_spec(spec: dict) -> MarkovChain:
+    """Rebuild a chain from :meth:`MarkovChain.spec`."""
+    kinds = {
+        "binary": lambda d: BinaryChain(d["p"], d["q"]),
+        "lag": lambda d: LagChain(d["p"], d["q"], d["lag"]),
+        "symmetric": lambda d: SymmetricChain(d["n_states"], d["p"]),
+        "kernel": lambda d: MarkovChain(np.asarray(d["kernel"])),
+    }
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind not in kinds:
+        raise ValueError(f"unknown chain kind {kind!r}; expected one of {sorted(kinds)}")
+    return kinds[kind](spec)
 
 
 def random_chain(
@@ -533,10 +598,28 @@ def sample_binary_chains(
     read the state of position n off the parity of the run it falls in.
     """
     dev = generator.device if generator is not None else torch.device("cpu")
-    c, pi1, absorbing = _run_scales(_as_tuple(p), _as_tuple(q), length, str(dev))
-    R = c.shape[0]
-    # one uniform for the start and `length` for the run lengths (always enough runs: each >= 1)
+    R = len(_as_tuple(p))
     u = torch.rand(R, batch, length + 1, generator=generator, device=dev)
+    return binary_chains_from_uniforms(u, p, q)
+
+
+def binary_chains_from_uniforms(
+    u: torch.Tensor, p: float | torch.Tensor, q: float | torch.Tensor
+) -> torch.Tensor:
+    """The deterministic part of :func:`sample_binary_chains`.
+
+    ``u`` holds uniforms in [0, 1) of shape ``(R, batch, length + 1)``: ``u[..., 0]`` picks the
+    first symbol and ``u[..., 1:]`` the run lengths. Returns int64 ``(R, batch, length)``. The
+    trainer draws each run's uniforms from that run's own generator and transforms all runs here
+    in one vectorised call.
+    """
+    if u.ndim != 3 or u.shape[-1] < 2:
+        raise ValueError(f"u must have shape (R, batch, length + 1), got {tuple(u.shape)}")
+    R, batch, length = u.shape[0], u.shape[1], u.shape[2] - 1
+    c, pi1, absorbing = _run_scales(_as_tuple(p), _as_tuple(q), length, str(u.device))
+    if c.shape[0] != R:
+        raise ValueError(f"u has {R} runs but {c.shape[0]} chains (p, q) were given")
+    u = u.to(torch.float32)
     x0 = (u[..., :1] < pi1).long()  # Pr(x_0 = 1) = pi_1 = p / (p + q)
     expo = torch.log1p(-u[..., 1:]).neg_()  # Exp(1) variables
     if absorbing:
@@ -545,7 +628,7 @@ def sample_binary_chains(
     g = expo.mul_(scale).clamp_(max=length).long()  # truncation = floor for values >= 0
     ends = torch.cumsum(g + 1, dim=-1)  # index of the first symbol after each run
     # mark where runs 1, 2, ... start; a cumulative sum gives the run index of every position
-    starts = torch.zeros(R, batch, length + 1, dtype=torch.int32, device=dev)
+    starts = torch.zeros(R, batch, length + 1, dtype=torch.int32, device=u.device)
     starts.scatter_(-1, ends[..., :-1].clamp_(max=length), 1)
     run_of_pos = torch.cumsum(starts[..., :length], dim=-1)
     return x0 ^ (run_of_pos & 1)

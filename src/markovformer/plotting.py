@@ -218,3 +218,180 @@ def plot_context_losses(curves: Mapping[str, Sequence[float]], max_context: int)
     ax.set_title("m = 0: unigram loss; m = order: entropy rate", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Training curves (chapters 2 and 5)
+# --------------------------------------------------------------------------------------------
+
+
+def draw_loss_levels(ax, rate: float, unigram: float, labels: bool = True) -> None:
+    """Horizontal lines at the entropy rate (green) and the unigram loss (red)."""
+    ax.axhline(
+        rate,
+        color=BIGRAM_COLOR,
+        ls="--",
+        lw=1,
+        label=f"entropy rate {rate:.4f}" if labels else None,
+    )
+    ax.axhline(
+        unigram,
+        color=UNIGRAM_COLOR,
+        ls="--",
+        lw=1,
+        label=f"unigram loss {unigram:.4f}" if labels else None,
+    )
+
+
+def draw_loss_curves(
+    ax,
+    curves: Mapping[str, np.ndarray],
+    rate: float,
+    unigram: float,
+    colors: Sequence[str] = ("C0", "C1", "C4", "C5"),
+    individual: bool = True,
+    ylim: tuple[float, float] | None = None,
+) -> None:
+    """Mean +- std (band) of loss curves over seeds, thin lines for single runs, loss levels.
+
+    ``curves`` maps a label to an array (n_seeds, n_steps); steps are 1-based.
+    """
+    for (label, arr), color in zip(curves.items(), colors, strict=False):
+        arr = np.atleast_2d(arr)
+        steps = np.arange(1, arr.shape[1] + 1)
+        if individual and arr.shape[0] > 1:
+            for row in arr:
+                ax.plot(steps, row, color=color, lw=0.4, alpha=0.35)
+        mean, sd = np.nanmean(arr, 0), np.nanstd(arr, 0)
+        ax.plot(steps, mean, color=color, lw=1.6, label=f"{label} (n={arr.shape[0]})")
+        ax.fill_between(steps, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+    draw_loss_levels(ax, rate, unigram)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("exact conditional loss (nats)")
+    if ylim is None:
+        span = unigram - rate
+        ylim = (rate - 0.4 * span - 0.005, max(unigram + 0.6 * span, rate + 0.02) + 0.01)
+    ax.set_ylim(*ylim)
+    ax.legend(fontsize=8, loc="upper right")
+
+
+def plot_loss_panels(panels: Sequence[dict], ncols: int | None = None) -> Figure:
+    """Several loss-curve panels; each dict has keys curves, rate, unigram, title (and ylim)."""
+    n = len(panels)
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 3.8 * nrows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        draw_loss_curves(
+            ax, panel["curves"], panel["rate"], panel["unigram"], ylim=panel.get("ylim")
+        )
+        ax.set_title(panel["title"])
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_position_probes(panels: Sequence[dict]) -> Figure:
+    """Predicted Pr(x_{n+1} = 1 | x_n) against the position n, with the true values.
+
+    Each panel dict: ``title``, ``p``, ``q``, ``pi1`` and ``probes``, a mapping label -> array
+    (2, N) with rows x_n = 0 and x_n = 1 (mean over seeds).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for (label, pr), color in zip(panel["probes"].items(), ("C0", "C1", "C4"), strict=False):
+            n = np.arange(1, pr.shape[-1] + 1)
+            ax.plot(n, pr[0], color=color, lw=1.1, label=rf"{label}: $x_n = 0$")
+            ax.plot(n, pr[1], color=color, lw=1.1, ls=":", label=rf"{label}: $x_n = 1$")
+        ax.axhline(panel["p"], color="k", lw=0.8, ls="--")
+        ax.axhline(1 - panel["q"], color="k", lw=0.8, ls="--")
+        ax.axhline(panel["pi1"], color=UNIGRAM_COLOR, lw=1.0, ls="-.")
+        ax.text(ax.get_xlim()[1], panel["p"], f" p = {panel['p']:g}", va="center", fontsize=8)
+        ax.text(
+            ax.get_xlim()[1], 1 - panel["q"], f" 1-q = {1 - panel['q']:g}", va="center", fontsize=8
+        )
+        ax.text(
+            ax.get_xlim()[1],
+            panel["pi1"],
+            rf" $\pi_1$ = {panel['pi1']:.3f}",
+            va="center",
+            fontsize=8,
+            color=UNIGRAM_COLOR,
+        )
+        ax.set_ylim(0, 1)
+        ax.set_xscale("log")
+        ax.set_xlabel("position n")
+        ax.set_ylabel(r"predicted $\Pr(x_{n+1} = 1)$")
+        ax.set_title(panel["title"])
+        ax.legend(fontsize=7, loc="center left", ncol=1)
+    fig.tight_layout()
+    return fig
+
+
+def plot_grid_maps(
+    maps: Mapping[str, np.ndarray],
+    ps: np.ndarray,
+    qs: np.ndarray,
+    label: str,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    cmap: str = "RdYlGn_r",
+    annotate: bool = True,
+) -> Figure:
+    """Heat maps of a value over a (p, q) grid; arrays have shape (len(qs), len(ps))."""
+    fig, axes = plt.subplots(1, len(maps), figsize=(5.0 * len(maps) + 0.8, 4.4), squeeze=False)
+    dp, dq = (ps[1] - ps[0]) / 2, (qs[1] - qs[0]) / 2
+    for ax, (title, z) in zip(axes[0], maps.items(), strict=True):
+        im = ax.imshow(
+            np.ma.masked_invalid(z), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
+            extent=(ps[0] - dp, ps[-1] + dp, qs[0] - dq, qs[-1] + dq),
+        )  # fmt: skip
+        if annotate:
+            for i, q in enumerate(qs):
+                for j, p in enumerate(ps):
+                    if np.isfinite(z[i, j]):
+                        ax.text(p, q, f"{z[i, j]:.2f}", ha="center", va="center", fontsize=6)
+        ax.plot([0, 1], [1, 0], color="k", lw=1, ls="--")
+        ax.set_xlim(ps[0] - dp, ps[-1] + dp)
+        ax.set_ylim(qs[0] - dq, qs[-1] + dq)
+        ax.set_xlabel("p")
+        ax.set_ylabel("q")
+        ax.set_title(title)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85, label=label)
+    return fig
+
+
+def plot_plateau(
+    curves: np.ndarray, rate: float, unigram: float, marks: Sequence[int], title: str = ""
+) -> Figure:
+    """Single-run loss curves, and the fraction of runs not yet escaped against the step."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 3.8), width_ratios=[1.6, 1])
+    steps = np.arange(1, curves.shape[1] + 1)
+    for row in curves:
+        ax.plot(steps, row, lw=0.7, alpha=0.7)
+    mid = unigram - 0.5 * (unigram - rate)
+    ax.axhline(mid, color="gray", lw=0.8, ls=":", label="midpoint (escape threshold)")
+    draw_loss_levels(ax, rate, unigram)
+    ax.set_ylim(rate - 0.02, unigram + 0.04)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("exact conditional loss (nats)")
+    ax.set_title(title or f"{curves.shape[0]} runs")
+    ax.legend(fontsize=8, loc="upper right")
+    still = ~np.maximum.accumulate(curves < mid, axis=1)
+    frac = still.mean(0)
+    ax2.step(steps, frac, where="post", color="k")
+    for m in marks:
+        ax2.plot(m, frac[m - 1], "o", color=UNIGRAM_COLOR)
+        ax2.annotate(
+            f"{frac[m - 1]:.2f} at step {m}",
+            (m, frac[m - 1]),
+            xytext=(5, 5),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    ax2.set_ylim(-0.03, 1.05)
+    ax2.set_xlabel("training step")
+    ax2.set_ylabel("fraction still on the plateau")
+    fig.tight_layout()
+    return fig

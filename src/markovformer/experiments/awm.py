@@ -1,0 +1,290 @@
+"""Experiments of *Attention with Markov* (AwM), run on the theory's model (SPEC section 4).
+
+The authors ran a pre-LayerNorm GELU variant for these experiments; we use the single-layer
+model of SPEC section 2 (no layer norm, ReLU) everywhere, at their training settings.
+
+ids: awm-1, awm-2 (loss curves with and without tying), awm-3 (predicted probabilities against
+position), awm-4 (final loss over a (p, q) grid), awm-plateau (how long standard init stays on the
+unigram plateau at (0.5, 0.8)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import analysis, plotting
+from ..markov import BinaryChain
+from ..model import TransformerConfig
+from ..train import TrainConfig
+from .base import Experiment, RunSpec, register, stack
+
+PAPER_STEPS = 1000
+GRID = np.round(np.arange(0.1, 0.95, 0.1), 2)
+
+
+def paper_train(steps: int | None = None, probes: bool = True) -> TrainConfig:
+    """The authors' L2G/AwM optimisation settings (SPEC section 2)."""
+    s = steps or PAPER_STEPS
+    probe = tuple(sorted({0, s // 10, s // 4, s // 2, s})) if probes else ()
+    return TrainConfig(steps=s, batch_size=16, probe_steps=probe)
+
+
+def binary_spec(
+    p: float,
+    q: float,
+    tied: bool = True,
+    steps: int | None = None,
+    depth: int = 1,
+    seq_len: int = 1024,
+    init: str = "gaussian",
+    init_kwargs: tuple = (),
+    probes: bool = True,
+    keep_final_state: bool = True,
+) -> RunSpec:
+    """A run at the paper's settings (d = 8, N = 1024, batch 16, AdamW, 1000 steps)."""
+    return RunSpec(
+        chain=BinaryChain(p, q).spec(),
+        model=TransformerConfig(d=8, seq_len=seq_len, tied=tied, depth=depth),
+        train=paper_train(steps, probes),
+        init=init,
+        init_kwargs=init_kwargs,
+        keep_final_state=keep_final_state,
+    )
+
+
+def _seeds(n: int | None, default: int) -> list[int]:
+    n = default if n is None else n
+    if n < 1:
+        raise ValueError(f"the number of seeds must be >= 1, got {n}")
+    return list(range(n))
+
+
+def _tying_jobs(p: float, q: float):
+    def jobs(n_seeds: int | None, steps: int | None):
+        seeds = _seeds(n_seeds, 3)
+        return [(binary_spec(p, q, tied=t, steps=steps), seeds) for t in (True, False)]
+
+    return jobs
+
+
+def _levels(spec: RunSpec) -> tuple[float, float]:
+    chain = BinaryChain(spec.chain["p"], spec.chain["q"])
+    return chain.entropy_rate, chain.unigram_loss
+
+
+def tying_panel(results, jobs) -> dict:
+    """The loss-curve panel of one chain: tied and untied arms."""
+    spec = jobs[0][0]
+    rate, uni = _levels(spec)
+    curves = {
+        ("tied" if sp.model.tied else "untied"): stack(res, "exact_loss")
+        for res, (sp, _) in zip(results, jobs, strict=True)
+    }
+    p, q = spec.chain["p"], spec.chain["q"]
+    return {"curves": curves, "rate": rate, "unigram": uni, "title": f"(p, q) = ({p:g}, {q:g})"}
+
+
+def tying_figure(results, jobs):
+    return plotting.plot_loss_panels([tying_panel(results, jobs)])
+
+
+def tying_summary(results, jobs) -> dict:
+    """Final exact loss (mean over the last 20 steps) per arm and seed, and success counts."""
+    rate, uni = _levels(jobs[0][0])
+    out = {"entropy_rate": rate, "unigram_loss": uni}
+    for res, (sp, _) in zip(results, jobs, strict=True):
+        arm = "tied" if sp.model.tied else "untied"
+        curves = stack(res, "exact_loss")
+        final = analysis.final_loss(curves)
+        out[arm] = {
+            "final_loss": [round(float(v), 4) for v in final],
+            "reached_bigram": int(analysis.succeeded(curves, rate).sum()),
+            "runs": len(final),
+        }
+    return out
+
+
+AWM1 = register(
+    Experiment(
+        id="awm-1",
+        description="AwM-1: exact-conditional-loss curves with and without tying at (0.2, 0.3)",
+        jobs=_tying_jobs(0.2, 0.3),
+        figure=tying_figure,
+        summary=tying_summary,
+        default_seeds=3,
+        chapter="02_transformer",
+    )
+)
+AWM2 = register(
+    Experiment(
+        id="awm-2",
+        description="AwM-2: exact-conditional-loss curves with and without tying at (0.5, 0.8)",
+        jobs=_tying_jobs(0.5, 0.8),
+        figure=tying_figure,
+        summary=tying_summary,
+        default_seeds=3,
+        chapter="02_transformer",
+    )
+)
+
+
+def _awm3_jobs(n_seeds, steps):
+    return AWM1.jobs(n_seeds, steps) + AWM2.jobs(n_seeds, steps)
+
+
+def probe_panels(results, jobs) -> list[dict]:
+    """Final-step predicted Pr(1 | x_n) by position, per chain, tied vs untied (mean over seeds)."""
+    panels = {}
+    for res, (sp, _) in zip(results, jobs, strict=True):
+        p, q = sp.chain["p"], sp.chain["q"]
+        chain = BinaryChain(p, q)
+        panel = panels.setdefault(
+            (p, q),
+            {
+                "title": f"(p, q) = ({p:g}, {q:g})",
+                "p": p,
+                "q": q,
+                "pi1": chain.stationary[1],
+                "probes": {},
+            },
+        )
+        probes = stack(res, "probes")[:, -1]  # (seeds, 2, N) at the last probe step
+        panel["probes"]["tied" if sp.model.tied else "untied"] = np.nanmean(probes, 0)
+    return list(panels.values())
+
+
+def _awm3_figure(results, jobs):
+    return plotting.plot_position_probes(probe_panels(results, jobs))
+
+
+def _awm3_summary(results, jobs) -> dict:
+    out = {}
+    for panel in probe_panels(results, jobs):
+        for arm, pr in panel["probes"].items():
+            out[f"{panel['title']} {arm}"] = {
+                "Pr(1|x_n=0), positions > 100": round(float(np.nanmean(pr[0, 100:])), 4),
+                "Pr(1|x_n=1), positions > 100": round(float(np.nanmean(pr[1, 100:])), 4),
+                "p": panel["p"],
+                "1-q": round(1 - panel["q"], 4),
+                "pi_1": round(float(panel["pi1"]), 4),
+            }
+    return out
+
+
+AWM3 = register(
+    Experiment(
+        id="awm-3",
+        description="AwM-3: predicted Pr(1 | x_n) against position, tied vs untied, both chains",
+        jobs=_awm3_jobs,
+        figure=_awm3_figure,
+        summary=_awm3_summary,
+        default_seeds=3,
+        chapter="02_transformer",
+    )
+)
+
+
+def _awm4_jobs(n_seeds, steps):
+    seeds = _seeds(n_seeds, 1)
+    return [
+        (binary_spec(p, q, tied=t, steps=steps, probes=False, keep_final_state=False), seeds)
+        for t in (True, False)
+        for q in GRID
+        for p in GRID
+    ]
+
+
+def grid_maps(results, jobs) -> dict[str, np.ndarray]:
+    """Gap fraction (L - H) / (U - H) of the final loss (mean over seeds) on the grid."""
+    maps = {
+        "tied": np.full((GRID.size, GRID.size), np.nan),
+        "untied": np.full((GRID.size, GRID.size), np.nan),
+    }
+    for res, (sp, _) in zip(results, jobs, strict=True):
+        p, q = sp.chain["p"], sp.chain["q"]
+        rate, uni = _levels(sp)
+        final = analysis.final_loss(stack(res, "exact_loss")).mean()
+        i, j = int(np.argmin(abs(GRID - q))), int(np.argmin(abs(GRID - p)))
+        maps["tied" if sp.model.tied else "untied"][i, j] = analysis.gap_fraction(final, uni, rate)
+    return maps
+
+
+def _awm4_figure(results, jobs):
+    maps = grid_maps(results, jobs)
+    return plotting.plot_grid_maps(
+        {f"{k}: final (L - H) / (H(pi) - H)": v for k, v in maps.items()},
+        GRID,
+        GRID,
+        label="fraction of the unigram-bigram gap left (0 = learned the chain)",
+        vmin=0,
+        vmax=1,
+    )
+
+
+def _awm4_summary(results, jobs) -> dict:
+    maps = grid_maps(results, jobs)
+    P, Q = np.meshgrid(GRID, GRID)
+    out = {}
+    for arm, z in maps.items():
+        for name, region in (("p+q>1", P + Q > 1.0001), ("p+q<1", P + Q < 0.9999)):
+            vals = z[region]
+            out[f"{arm}, {name}"] = {
+                "cells": int(vals.size),
+                "stuck (gap fraction > 0.5)": int((vals > 0.5).sum()),
+                "median gap fraction": round(float(np.nanmedian(vals)), 3),
+            }
+    return out
+
+
+AWM4 = register(
+    Experiment(
+        id="awm-4",
+        description="AwM-4: final loss over the (p, q) grid {0.1..0.9}^2, tied vs untied",
+        jobs=_awm4_jobs,
+        figure=_awm4_figure,
+        summary=_awm4_summary,
+        default_seeds=1,
+        chapter="02_transformer",
+    )
+)
+
+PLATEAU_MARKS = (300, 600, 1000)
+
+
+def _plateau_jobs(n_seeds, steps):
+    return [(binary_spec(0.5, 0.8, tied=True, steps=steps), _seeds(n_seeds, 10))]
+
+
+def _plateau_marks(steps: int) -> tuple[int, ...]:
+    return tuple(m for m in PLATEAU_MARKS if m <= steps) or (steps,)
+
+
+def _plateau_figure(results, jobs):
+    curves = stack(results[0], "exact_loss")
+    rate, uni = _levels(jobs[0][0])
+    return plotting.plot_plateau(
+        curves, rate, uni, _plateau_marks(curves.shape[1]), title="(0.5, 0.8), tied, standard init"
+    )
+
+
+def plateau_summary(results, jobs) -> dict:
+    curves = stack(results[0], "exact_loss")
+    rate, uni = _levels(jobs[0][0])
+    out = {"runs": int(curves.shape[0])}
+    for m in _plateau_marks(curves.shape[1]):
+        out[f"on plateau at step {m}"] = int(analysis.on_plateau(curves, m, uni, rate).sum())
+    out["escape steps"] = [analysis.escape_step(c, uni, rate) for c in curves]
+    return out
+
+
+PLATEAU = register(
+    Experiment(
+        id="awm-plateau",
+        description="How many standard-init runs at (0.5, 0.8), tied, are still on the unigram plateau",
+        jobs=_plateau_jobs,
+        figure=_plateau_figure,
+        summary=plateau_summary,
+        default_seeds=10,
+        chapter="02_transformer",
+    )
+)

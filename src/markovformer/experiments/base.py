@@ -1,0 +1,222 @@
+"""Run specifications, batched execution with resumable storage, and the experiment registry.
+
+A :class:`RunSpec` is one training configuration (chain, architecture, optimisation,
+initialisation). Its results live in ``<root>/transformer/<slug>-<hash>/seed_XXXX.npz``: the
+directory depends on the configuration only, so two figures that need the same runs share them
+(the tied arm of AwM-2, the plateau study of chapter 2 and the standard arm of L2G-4 are one
+configuration), and asking for more seeds only computes the new ones.
+
+:func:`run_specs` computes whatever is missing for a list of (spec, seeds), batching runs that
+share everything but their binary chain into one :func:`markovformer.train.train` call (a (p, q)
+grid trains as one batched program), in chunks that are stored as soon as they finish.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import ArtifactError, ArtifactStore
+from ..markov import chain_from_spec
+from ..model import TransformerConfig
+from ..train import TrainConfig, resolve_device, train
+
+__all__ = [
+    "RunSpec",
+    "run_specs",
+    "load_specs",
+    "Experiment",
+    "register",
+    "get",
+    "all_experiments",
+    "stack",
+    "NAMESPACE",
+]
+
+NAMESPACE = "transformer"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training configuration; seeds are chosen when it is run."""
+
+    chain: dict
+    model: TransformerConfig = field(default_factory=TransformerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    init: str = "gaussian"
+    init_kwargs: tuple[tuple[str, object], ...] = ()
+    keep_final_state: bool = True
+
+    def identity(self) -> dict:
+        """Everything that determines the results of a seed (the artifact's config.json)."""
+        return {
+            "chain": self.chain,
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "init": self.init,
+            "init_kwargs": dict(self.init_kwargs),
+            "keep_final_state": self.keep_final_state,
+        }
+
+    def slug(self) -> str:
+        c = self.chain
+        chain = "-".join(f"{k}{v}" for k, v in c.items() if k not in ("kind", "kernel"))
+        tied = "tied" if self.model.tied else "untied"
+        return (
+            f"{c['kind']}-{chain}_{tied}_L{self.model.depth}_d{self.model.d}"
+            f"_N{self.model.seq_len}_T{self.train.steps}_{self.init}"
+        )
+
+    def store(self, root: str | Path) -> ArtifactStore:
+        return ArtifactStore(root, NAMESPACE, self.identity(), slug=self.slug())
+
+    def batch_key(self) -> str:
+        """Specs with equal keys can train in one batched call."""
+        ident = self.identity()
+        if self.chain["kind"] == "binary":
+            ident["chain"] = "binary"  # per-run (p, q) are batched
+        return json.dumps(ident, sort_keys=True, default=str)
+
+
+def _record_for(result, i: int, keep_final: bool) -> dict[str, np.ndarray]:
+    rec = result.record(i)
+    if not keep_final:
+        rec = {k: v for k, v in rec.items() if not k.startswith("final/")}
+    for k, v in rec.items():  # float32 is plenty for curves and weights
+        if v.dtype == np.float64 and k != "lr":
+            rec[k] = v.astype(np.float32)
+    return rec
+
+
+def run_specs(
+    jobs: Sequence[tuple[RunSpec, Sequence[int]]],
+    root: str | Path,
+    *,
+    device: str = "cpu",
+    chunk_size: int | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[int, dict[str, np.ndarray]]]:
+    """Load or compute every (spec, seeds) job; returns, per job, {seed: record}.
+
+    Missing runs are grouped by :meth:`RunSpec.batch_key` and trained in chunks of at most
+    ``chunk_size`` runs (default: 16 on CPU, 256 on CUDA); each chunk is stored when it ends.
+    """
+    dev = resolve_device(device)
+    chunk_size = chunk_size or (256 if dev.type == "cuda" else 16)
+    say = log or (lambda msg: None)
+    todo: dict[str, dict[tuple[str, int], tuple[RunSpec, int]]] = {}
+    for spec, seeds in jobs:
+        store = spec.store(root)
+        have = set(store.seeds())
+        for s in seeds:
+            if int(s) not in have:  # the same (spec, seed) asked twice runs once
+                todo.setdefault(spec.batch_key(), {})[(store.hash, int(s))] = (spec, int(s))
+    total = sum(len(v) for v in todo.values())
+    if total:
+        say(f"{total} run(s) to compute in {len(todo)} group(s), chunks of <= {chunk_size}")
+    for group in todo.values():
+        pairs = list(group.values())
+        for i in range(0, len(pairs), chunk_size):
+            chunk = pairs[i : i + chunk_size]
+            spec0 = chunk[0][0]
+            chains = [chain_from_spec(sp.chain) for sp, _ in chunk]
+            shared = chains[0] if spec0.chain["kind"] != "binary" else chains
+            say(f"training {len(chunk)} run(s): {spec0.slug()} ...")
+            result = train(
+                spec0.model,
+                spec0.train,
+                [s for _, s in chunk],
+                shared,
+                init=spec0.init,
+                init_kwargs=dict(spec0.init_kwargs),
+                device=dev,
+                progress=progress,
+            )
+            for j, (sp, seed) in enumerate(chunk):
+                info = {
+                    "device": str(dev),
+                    "runs_in_batch": len(chunk),
+                    "batch_wall_seconds": round(result.wall_seconds, 3),
+                }
+                sp.store(root).save(seed, _record_for(result, j, sp.keep_final_state), info)
+            for f in result.failures:
+                say(f"  run with seed {f['seed']} stopped at step {f['step']}: loss {f['loss']}")
+    return load_specs(jobs, root)
+
+
+def load_specs(
+    jobs: Sequence[tuple[RunSpec, Sequence[int]]], root: str | Path
+) -> list[dict[int, dict[str, np.ndarray]]]:
+    """Load stored results only; a missing seed raises ArtifactError naming the command."""
+    out = []
+    for spec, seeds in jobs:
+        store = spec.store(root)
+        have = set(store.seeds())
+        missing = [int(s) for s in seeds if int(s) not in have]
+        if missing:
+            raise ArtifactError(
+                f"no stored results for seeds {missing} of {spec.slug()} under {root}; "
+                "compute them with `markovformer reproduce` (see `markovformer list`)"
+            )
+        out.append({int(s): store.load(s) for s in seeds})
+    return out
+
+
+def stack(results: dict[int, dict[str, np.ndarray]], key: str) -> np.ndarray:
+    """Stack one entry over seeds (in seed order): shape (n_seeds, ...)."""
+    return np.stack([results[s][key] for s in sorted(results)])
+
+
+# --------------------------------------------------------------------------------------------
+# Registry of reproducible figures
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A reproducible figure: the runs it needs and how to draw them.
+
+    ``jobs(n_seeds, steps)`` returns the (spec, seeds) list at the paper's settings (``None``
+    keeps the defaults); ``figure(results, jobs)`` draws from the loaded results.
+    """
+
+    id: str
+    description: str
+    jobs: Callable[[int | None, int | None], list[tuple[RunSpec, list[int]]]]
+    figure: Callable[[list, list], object]
+    default_seeds: int
+    summary: Callable[[list, list], dict] | None = None
+    chapter: str = ""
+
+    def load(self, root: str | Path, n_seeds: int | None = None, steps: int | None = None):
+        jobs = self.jobs(n_seeds, steps)
+        return load_specs(jobs, root), jobs
+
+    def run(self, root: str | Path, n_seeds: int | None = None, steps: int | None = None, **kw):
+        jobs = self.jobs(n_seeds, steps)
+        return run_specs(jobs, root, **kw), jobs
+
+
+_EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(exp: Experiment) -> Experiment:
+    if exp.id in _EXPERIMENTS:
+        raise ValueError(f"experiment id {exp.id!r} is registered twice")
+    _EXPERIMENTS[exp.id] = exp
+    return exp
+
+
+def get(exp_id: str) -> Experiment:
+    if exp_id not in _EXPERIMENTS:
+        raise ValueError(f"unknown experiment id {exp_id!r}; known ids: {sorted(_EXPERIMENTS)}")
+    return _EXPERIMENTS[exp_id]
+
+
+def all_experiments() -> list[Experiment]:
+    return [_EXPERIMENTS[k] for k in sorted(_EXPERIMENTS)]
