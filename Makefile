@@ -52,6 +52,8 @@ execute: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/sampler.py
+	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/landscape.py
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

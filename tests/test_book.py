@@ -46,8 +46,8 @@ def test_colab_cell_installs_from_the_configured_repository(nb):
     url = CONFIG["repository"]["url"].rstrip("/")
     first = code_cells(nb)[0]
     assert "remove-cell" in first["metadata"].get("tags", [])
-    found = re.findall(r"git\+(\S+?)\"", "".join(first["source"]))
-    assert found == [url], f"{nb.name}: Colab cell installs {found}, _config.yml says {url}"
+    found = re.findall(r"git clone -q --depth 1 (\S+?)\.git", "".join(first["source"]))
+    assert found == [url], f"{nb.name}: Colab cell clones {found}, _config.yml says {url}"
 
 
 @pytest.mark.parametrize("nb", CHAPTERS, ids=lambda p: p.name)

@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["escape_step", "on_plateau", "final_loss", "succeeded", "gap_fraction", "mean_std"]
+__all__ = [
+    "escape_step",
+    "on_plateau",
+    "final_loss",
+    "succeeded",
+    "gap_fraction",
+    "mean_std",
+    "outcome",
+]
 
 
 def _midpoint(unigram: float, rate: float) -> float:
@@ -61,3 +69,15 @@ def mean_std(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation over runs (rows), ignoring NaN (stopped runs)."""
     curves = np.atleast_2d(curves)
     return np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
+
+
+def outcome(curves: np.ndarray, rate: float, unigram: float, tol: float = 0.005) -> dict:
+    """Final losses of runs (rows) and how many ended at the entropy rate or the unigram loss."""
+    curves = np.atleast_2d(curves)
+    final = final_loss(curves)
+    return {
+        "final_loss": [round(float(v), 4) for v in final],
+        "reached_bigram": int(np.sum(final <= rate + tol)),
+        "at_unigram": int(np.sum(np.abs(final - unigram) < tol)),
+        "runs": int(curves.shape[0]),
+    }

@@ -217,6 +217,24 @@ class ArtifactStore:
         """The manifest entry of one seed (creation time, versions, device, wall time...)."""
         return dict(self.manifest()["seeds"][str(int(seed))])
 
+    def export(self, seed: int, dst: ArtifactStore, keys: Sequence[str]) -> Path:
+        """Copy the record of one seed, restricted to ``keys``, into another store.
+
+        The copy keeps the original manifest information (creation time, versions, device) and
+        records where it came from, so a trimmed artifact stays traceable to its run.
+        """
+        rec = self.load(seed)
+        missing = [k for k in keys if k not in rec]
+        if missing:
+            raise ArtifactError(f"seed {seed} in {self.dir} has no entries {missing}")
+        info = {
+            k: v for k, v in self.info(seed).items() if k not in ("file", "created", "versions")
+        }
+        info["derived_from"] = f"{self.experiment}/{self.dir.name}/seed_{int(seed):04d}.npz"
+        info["original_created"] = self.info(seed).get("created")
+        info["original_versions"] = self.info(seed).get("versions")
+        return dst.save(seed, {k: rec[k] for k in keys}, info)
+
     def verify(self) -> list[str]:
         """Names of listed files whose checksum does not match (empty if all are intact)."""
         manifest = self.manifest()

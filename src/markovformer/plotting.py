@@ -298,8 +298,10 @@ def plot_position_probes(panels: Sequence[dict]) -> Figure:
     Each panel dict: ``title``, ``p``, ``q``, ``pi1`` and ``probes``, a mapping label -> array
     (2, N) with rows x_n = 0 and x_n = 1 (mean over seeds).
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 3.8), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
+    ncols = min(len(panels), 2)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 3.8 * nrows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
         for (label, pr), color in zip(panel["probes"].items(), ("C0", "C1", "C4"), strict=False):
             n = np.arange(1, pr.shape[-1] + 1)
             ax.plot(n, pr[0], color=color, lw=1.1, label=rf"{label}: $x_n = 0$")
@@ -393,5 +395,245 @@ def plot_plateau(
     ax2.set_ylim(-0.03, 1.05)
     ax2.set_xlabel("training step")
     ax2.set_ylabel("fraction still on the plateau")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Rank-one structure and weights (chapter 3)
+# --------------------------------------------------------------------------------------------
+
+
+def plot_rank_one(
+    steps: np.ndarray, arms: Mapping[str, Mapping[str, np.ndarray]], titles: Mapping[str, str]
+) -> Figure:
+    """Top-singular-value energy fraction against the step, one panel per matrix.
+
+    ``arms`` maps an arm label to {matrix name: array (seeds, n_steps)}; ``titles`` maps the
+    matrix names to panel titles (and fixes their order).
+    """
+    fig, axes = plt.subplots(1, len(titles), figsize=(4.2 * len(titles), 3.3), squeeze=False)
+    for ax, (name, title) in zip(axes[0], titles.items(), strict=True):
+        for (arm, mats), color in zip(arms.items(), ("C0", "C1", "C2", "C4"), strict=False):
+            vals = np.atleast_2d(mats[name])
+            ax.plot(
+                steps, np.nanmean(vals, 0), color=color, lw=1.6, label=f"{arm} (n={vals.shape[0]})"
+            )
+            ax.fill_between(
+                steps, np.nanmin(vals, 0), np.nanmax(vals, 0), color=color, alpha=0.2, lw=0
+            )
+        ax.set_ylim(0, 1.03)
+        ax.set_xlabel("training step")
+        ax.set_title(title)
+    axes[0, 0].set_ylabel(r"$\sigma_1^2 / \sum_i \sigma_i^2$")
+    axes[0, 0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_weight_heatmaps(rows: Mapping[str, Sequence[tuple[str, np.ndarray]]]) -> Figure:
+    """A grid of weight matrices: one row per label, (title, matrix) panels within a row."""
+    nrow = len(rows)
+    ncol = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.3 * ncol, 2.5 * nrow), squeeze=False)
+    for i, (label, panels) in enumerate(rows.items()):
+        for j, (title, mat) in enumerate(panels):
+            ax = axes[i, j]
+            lim = float(np.abs(mat).max()) or 1.0
+            ax.imshow(
+                mat, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest"
+            )
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].set_ylabel(label, fontsize=9)
+        for j in range(len(panels), ncol):
+            axes[i, j].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# The canonical landscape (chapter 4)
+# --------------------------------------------------------------------------------------------
+
+GLOBAL_BASIN_COLOR = "#c7e9c0"
+LOCAL_BASIN_COLOR = "#fcbba1"
+
+
+def draw_landscape(
+    ax,
+    land,
+    lim: float = 3.0,
+    resolution: int = 301,
+    stream: bool = True,
+    energy_levels: int = 0,
+    basins: bool = True,
+    critical: bool = True,
+    loss_contours: bool = False,
+) -> None:
+    """Draw the (e, w) landscape of a :class:`~markovformer.canonical.CanonicalLandscape`.
+
+    Axes: w horizontal, e vertical (as in L2G Fig. 1). Basins shaded (green: global, red:
+    unigram), flow lines of -grad L, optional energy contours, the global-minimum curve (green),
+    the local-minimum half of e = 0 (red), the saddle (black cross) and the separatrix (dashed).
+    """
+    from . import canonical as C
+
+    g = np.linspace(-lim, lim, resolution)
+    W, E = np.meshgrid(g, g)
+    if basins:
+        lab = land.basin(E, W).astype(float)
+        ax.contourf(
+            W,
+            E,
+            lab,
+            levels=[-0.5, 0.5, 1.5],
+            colors=[LOCAL_BASIN_COLOR, GLOBAL_BASIN_COLOR],
+            alpha=0.9,
+        )
+    if loss_contours:
+        ax.contour(W, E, land.loss_at_optimal_bias(E, W), levels=12, colors="gray", linewidths=0.4)
+    if energy_levels:
+        en = C.energy(E, W)
+        lv = np.quantile(en[np.isfinite(en)], np.linspace(0.05, 0.95, energy_levels))
+        ax.contour(
+            W,
+            E,
+            en,
+            levels=np.unique(np.r_[lv, C.E_SADDLE]),
+            colors="k",
+            linewidths=0.35,
+            alpha=0.6,
+        )
+    if stream:
+        gs = np.linspace(-lim, lim, 41)
+        Ws, Es = np.meshgrid(gs, gs)
+        de, dw = land.flow_field(Es, Ws)
+        speed = np.hypot(de, dw)
+        ax.streamplot(Ws, Es, dw, de, density=1.1, color=np.log10(speed + 1e-12), cmap="Greys",
+                      linewidth=0.6, arrowsize=0.7)  # fmt: skip
+    if critical:
+        e_star = land.global_minimum_curve(g)
+        ax.plot(g, e_star, color=BIGRAM_COLOR, lw=2.2, label="global minima")
+        ax.plot(g, -e_star, color=BIGRAM_COLOR, lw=2.2)
+        lo, hi = land.local_minimum_range()
+        seg = g[(g > lo) & (g < hi)]
+        ax.plot(
+            seg, np.zeros_like(seg), color=UNIGRAM_COLOR, lw=2.6, label="local minima (unigram)"
+        )
+        ax.plot([C.W_SADDLE], [0], "kx", ms=8, mew=2, label="saddle")
+        ws = g[g < 0]
+        phi = C.separatrix(ws)
+        ok = phi >= 0
+        ax.plot(ws[ok], np.sqrt(phi[ok]), "k--", lw=1)
+        ax.plot(ws[ok], -np.sqrt(phi[ok]), "k--", lw=1)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_xlabel("w")
+    ax.set_ylabel("e")
+    ax.set_aspect("equal")
+
+
+def plot_landscape_panels(lands: Mapping[str, object], lim: float = 3.0) -> Figure:
+    """L2G-1: for each chain, the flow field with energy contours (top) and the basins (bottom)."""
+    n = len(lands)
+    fig, axes = plt.subplots(2, n, figsize=(5.2 * n, 10.0), squeeze=False)
+    for j, (title, land) in enumerate(lands.items()):
+        draw_landscape(axes[0, j], land, lim, stream=True, energy_levels=14, basins=False)
+        axes[0, j].set_title(f"{title}: flow of $-\\nabla L$ and energy contours")
+        draw_landscape(axes[1, j], land, lim, stream=False, basins=True)
+        axes[1, j].set_title(f"{title}: basins (green global, red unigram)")
+    axes[1, 0].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_trajectories_on_landscape(
+    land, trajectories: Sequence[dict], title: str = "", lim: float = 3.0, ax=None
+) -> Figure:
+    """Trajectories (dicts with e, w arrays, a color and a label) over the basins and flow."""
+    fig, ax = plt.subplots(figsize=(5.6, 5.4)) if ax is None else (ax.figure, ax)
+    draw_landscape(ax, land, lim, stream=True, basins=True)
+    for tr in trajectories:
+        ax.plot(tr["w"], tr["e"], color=tr.get("color", "k"), lw=tr.get("lw", 1.4), ls=tr.get("ls", "-"),
+                label=tr.get("label"))  # fmt: skip
+        ax.plot(tr["w"][0], tr["e"][0], "o", color=tr.get("color", "k"), ms=4)
+        ax.plot(tr["w"][-1], tr["e"][-1], "s", color=tr.get("color", "k"), ms=4)
+    ax.set_title(title)
+    handles, labels = ax.get_legend_handles_labels()
+    if labels:
+        uniq = dict(zip(labels, handles, strict=False))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower left")
+    return fig
+
+
+def plot_flow_3d(panels: Sequence[dict], ncols: int = 2) -> Figure:
+    """3-D (e, w, a) gradient-flow trajectories, green if they end at the global minimum, red if
+    at the unigram one. Each panel: ``title``, ``trajectories`` (list of (array (n, 3) of
+    e, w, a; end label)) and optionally ``zoom`` (half-width of the box shown)."""
+    nrows = -(-len(panels) // ncols)
+    fig = plt.figure(figsize=(6.0 * ncols, 5.0 * nrows))
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, i + 1, projection="3d")
+        zoom = panel.get("zoom")
+        for y, label in panel["trajectories"]:
+            if zoom:  # keep the part inside the box (3-D axes do not clip)
+                y = y[np.all(np.abs(y) <= zoom, axis=1)]
+                if len(y) == 0:
+                    continue
+            color = BIGRAM_COLOR if label == 1 else UNIGRAM_COLOR
+            ax.plot(y[:, 1], y[:, 2], y[:, 0], color=color, lw=0.8, alpha=0.8)
+            ax.scatter(y[0, 1], y[0, 2], y[0, 0], color="k", s=4)
+        if zoom:
+            for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
+                setter(-zoom, zoom)
+        ax.set_xlabel("w")
+        ax.set_ylabel("a")
+        ax.set_zlabel("e")
+        ax.set_title(panel["title"], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_canonical_explorer(
+    land, flow, gd: Mapping[str, np.ndarray], lr: float, lim: float = 3.0
+) -> Figure:
+    """Chapter 4's interactive figure: basins, the gradient-flow trajectory and the gradient-descent
+    iterates from the same start (left), and both loss curves against time (right)."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 4.8), width_ratios=[1.05, 1])
+    draw_landscape(ax, land, lim, stream=False, basins=True, resolution=201)
+    ax.plot(flow.y[:, 1], flow.y[:, 0], color="k", lw=1.8, label="gradient flow (ODE)")
+    every = max(1, len(gd["e"]) // 60)
+    ax.plot(
+        gd["w"][::every],
+        gd["e"][::every],
+        "o",
+        ms=2.5,
+        color="C0",
+        label=f"gradient descent, lr {lr:g}",
+    )
+    ax.plot(flow.y[0, 1], flow.y[0, 0], "o", ms=7, mfc="w", mec="k")
+    end = "global minimum" if flow.label == 1 else "unigram line e = 0"
+    ax.set_title(
+        f"({land.p:g}, {land.q:g}): start in the {'global' if land.basin(flow.y[0, 0], flow.y[0, 1]) else 'unigram'} basin, ends at the {end}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="lower left")
+    ax2.plot(flow.t, flow.loss, color="k", lw=1.8, label="gradient flow, L(e, w) at optimal b")
+    ax2.plot(
+        np.arange(len(gd["loss"])) * lr,
+        gd["loss"],
+        color="C0",
+        lw=1.2,
+        ls="--",
+        label="gradient descent on (e, w, b)",
+    )
+    draw_loss_levels(ax2, land.entropy_rate, land.unigram_loss)
+    ax2.set_xscale("symlog", linthresh=1.0)
+    ax2.set_xlim(0, max(float(flow.t[-1]), len(gd["loss"]) * lr))
+    ax2.set_xlabel("time t (gradient descent: step x lr)")
+    ax2.set_ylabel("population loss (nats)")
+    ax2.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -54,6 +54,8 @@ class TrainConfig:
     probe_steps: tuple[int, ...] = ()
     probe_batch: int = 64
     snapshot_steps: tuple[int, ...] = ()
+    # options added after the first artifacts: they enter to_dict() only when set (see there)
+    diagnostic_steps: tuple[int, ...] = ()  # rank-one energies and canonical (e, w, a) here
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "probe_batch"):
@@ -73,16 +75,21 @@ class TrainConfig:
             )
         if not 0 <= self.warmup_frac < 1:
             raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
-        for name in ("probe_steps", "snapshot_steps"):
+        for name in ("probe_steps", "snapshot_steps", "diagnostic_steps"):
             bad = [s for s in getattr(self, name) if not 0 <= s <= self.steps]
             if bad:
                 raise ValueError(f"{name} must lie in [0, steps={self.steps}], got {bad}")
         object.__setattr__(self, "betas", tuple(self.betas))
         object.__setattr__(self, "probe_steps", tuple(sorted(set(self.probe_steps))))
         object.__setattr__(self, "snapshot_steps", tuple(sorted(set(self.snapshot_steps))))
+        object.__setattr__(self, "diagnostic_steps", tuple(sorted(set(self.diagnostic_steps))))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """All fields, except later additions left at their default (keeps artifact hashes)."""
+        out = asdict(self)
+        if not self.diagnostic_steps:
+            del out["diagnostic_steps"]
+        return out
 
 
 def one_cycle_lr(
@@ -137,6 +144,8 @@ class TrainResult:
     snapshot_steps: list[int]
     snapshots: dict[str, np.ndarray]  # name -> (R, P, *shape)
     final_state: dict[str, np.ndarray]  # name -> (R, *shape)
+    diagnostic_steps: list[int] = field(default_factory=list)
+    diagnostics: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (R, D)
     failures: list[dict] = field(default_factory=list)  # {"seed", "step", "loss"}
     wall_seconds: float = 0.0
 
@@ -150,6 +159,9 @@ class TrainResult:
         out["snapshot_steps"] = np.asarray(self.snapshot_steps, dtype=np.int64)
         out.update({f"snapshot/{k}": v[i] for k, v in self.snapshots.items()})
         out.update({f"final/{k}": v[i] for k, v in self.final_state.items()})
+        if self.diagnostic_steps:
+            out["diagnostic_steps"] = np.asarray(self.diagnostic_steps, dtype=np.int64)
+            out.update({f"diag/{k}": v[i] for k, v in self.diagnostics.items()})
         fail = [f for f in self.failures if f["seed"] == self.seeds[i]]
         out["failed_step"] = np.asarray(fail[0]["step"] if fail else -1, dtype=np.int64)
         return out
@@ -175,7 +187,10 @@ def train(
 
     ``chains`` is one chain shared by all runs, or one :class:`BinaryChain` per run (a (p, q)
     grid in a single batch). ``model`` may be given pre-initialised (then ``init`` is ignored);
-    it must have ``len(seeds)`` runs. ``callback(step, model, metrics_of_step)`` is called after
+    it must have ``len(seeds)`` runs. Any module with the interface of
+    :class:`~markovformer.model.MarkovTransformer` (``n_runs``, ``forward``, ``loss_per_run``,
+    ``named_run_parameters``, ``decay_parameter_names``) trains here, e.g. the canonical model of
+    :mod:`markovformer.canonical`; ``model_config`` then only sets the sequence length. ``callback(step, model, metrics_of_step)`` is called after
     every update (for custom logging; it must not change the model).
     """
     seeds = [int(s) for s in seeds]
@@ -190,8 +205,10 @@ def train(
     if model is None:
         model = MarkovTransformer(model_config, R)
         initialise(model, seeds, init, **(init_kwargs or {}))
-    elif model.n_runs != R or model.config != model_config:
-        raise ValueError("model must have the given config and one run per seed")
+    elif model.n_runs != R:
+        raise ValueError(f"model has {model.n_runs} runs but {R} seeds were given")
+    elif isinstance(model, MarkovTransformer) and model.config != model_config:
+        raise ValueError("model must have the given config")
     model = model.to(dev)
     opt = _make_optimizer(model, train_config)
 
@@ -205,8 +222,12 @@ def train(
     failures: list[dict] = []
     probe_x = data.probe_batch(tc.probe_batch) if tc.probe_steps else None
     probes, snaps = [], {n: [] for n in model.named_run_parameters()}
+    diags: dict[str, list] = {}
 
     def observe(step: int) -> None:
+        if step in tc.diagnostic_steps:
+            for k, v in _diagnostics(model).items():
+                diags.setdefault(k, []).append(v)
         if step in tc.probe_steps:
             probes.append(_probe(model, probe_x, model_config.n_states))
         if step in tc.snapshot_steps:
@@ -231,7 +252,7 @@ def train(
             )
         )
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_scale"]
         lrs[t] = lr
 
         x = data.next_batch()  # (R, B, N + 1)
@@ -294,6 +315,8 @@ def train(
         },
         failures=failures,
         wall_seconds=wall,
+        diagnostic_steps=list(tc.diagnostic_steps),
+        diagnostics={k: np.stack(v, 1) for k, v in diags.items()},
     )
 
 
@@ -365,16 +388,25 @@ class _DataSource:
 
 
 def _make_optimizer(model: MarkovTransformer, tc: TrainConfig) -> torch.optim.Optimizer:
+    """Parameter groups: weight decay on ``model.decay_parameter_names()`` only.
+
+    A model may define ``lr_scales()`` (name -> factor): that parameter's learning rate is
+    multiplied by the factor and its decoupled weight decay divided by it, so the decay per step
+    is unchanged (used by the canonical model to mirror the full model's Adam geometry).
+    """
     params = model.named_run_parameters()
-    decay = [params[n] for n in model.decay_parameter_names()]
-    no_decay = [p for n, p in params.items() if n not in model.decay_parameter_names()]
-    groups = [
-        {"params": decay, "weight_decay": tc.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    decayed = set(model.decay_parameter_names())
+    groups: dict[tuple[bool, float], list] = {}
+    for n, p in params.items():
+        groups.setdefault((n in decayed, float(scales.get(n, 1.0))), []).append(p)
+    param_groups = [
+        {"params": ps, "weight_decay": (tc.weight_decay / scale) if dec else 0.0, "lr_scale": scale}
+        for (dec, scale), ps in groups.items()
     ]
     if tc.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=tc.lr, betas=tc.betas, foreach=True)
-    return torch.optim.SGD(groups, lr=tc.lr)
+        return torch.optim.AdamW(param_groups, lr=tc.lr, betas=tc.betas, foreach=True)
+    return torch.optim.SGD(param_groups, lr=tc.lr)
 
 
 @torch.no_grad()
@@ -392,6 +424,30 @@ def _probe(model: MarkovTransformer, x: torch.Tensor, n_states: int) -> np.ndarr
             mean = (probs * mask[..., None]).sum(1) / count[..., None]
         out.append(mean)
     return torch.stack(out, 1).cpu().numpy()  # (R, S, N[, S]); NaN where no sequence had s
+
+
+@torch.no_grad()
+def _diagnostics(model) -> dict[str, np.ndarray]:
+    """Per run: rank-one energy of every weight matrix (first block) and canonical (e, w, a)."""
+    from .init import canonical_coordinates, rank_one_energy
+
+    params = {n: p.detach().cpu() for n, p in model.named_run_parameters().items()}
+    out: dict[str, np.ndarray] = {}
+    for name, p in params.items():
+        mats = p[:, 0] if p.ndim == 4 else (p if p.ndim == 3 else None)  # (R, rows, cols)
+        if mats is not None:
+            out[f"rank1/{name}"] = np.array([rank_one_energy(m) for m in mats])
+    if isinstance(model, MarkovTransformer) and model.config.binary:
+        coords = [
+            canonical_coordinates({n: v[r] for n, v in params.items()}) for r in range(model.n_runs)
+        ]
+        for key in ("e", "w", "a"):
+            out[f"canon/{key}"] = np.array([c[key] for c in coords])
+    elif {"e", "w"} <= set(params):  # the canonical model itself
+        for key in ("e", "w", "a"):
+            if key in params:
+                out[f"canon/{key}"] = params[key].numpy().astype(np.float64)
+    return out
 
 
 def _clip_per_run(model: MarkovTransformer, max_norm: float) -> None:

@@ -18,7 +18,13 @@ from matplotlib.figure import Figure
 from . import plotting
 from .markov import BinaryChain, binary_entropy_rate, binary_unigram_loss
 
-__all__ = ["chain_explorer_figure", "chain_explorer", "loss_grid"]
+__all__ = [
+    "chain_explorer_figure",
+    "chain_explorer",
+    "loss_grid",
+    "canonical_explorer_figure",
+    "canonical_explorer",
+]
 
 
 @functools.lru_cache(maxsize=4)
@@ -59,6 +65,43 @@ def chain_explorer(p: float = 0.5, q: float = 0.8, seed: int = 0):
     def draw(p: float, q: float, seed: int) -> None:
         fig = chain_explorer_figure(p, q, seed)
         plt.show(fig)
+
+    out = w.interactive_output(draw, sliders)
+    return w.VBox([w.HBox(list(sliders.values())), out])
+
+
+def canonical_explorer_figure(
+    p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: float = 0.5, lr: float = 0.5,
+    steps: int = 1500,
+) -> Figure:  # fmt: skip
+    """Gradient flow and gradient descent of the canonical model from (e0, w0) for the chain (p, q)."""
+    from .canonical import CanonicalLandscape, gradient_descent, gradient_flow
+
+    land = CanonicalLandscape(p, q)
+    flow = gradient_flow(land, e0, w0, t_max=steps * lr)
+    gd = gradient_descent(land, e0, w0, lr=lr, steps=steps)
+    return plotting.plot_canonical_explorer(land, flow, gd, lr)
+
+
+def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: float = 0.5):
+    """Sliders for p, q and the starting point (e0, w0) of :func:`canonical_explorer_figure`."""
+    import ipywidgets as w
+
+    style = {"description_width": "initial"}
+    sliders = {
+        "p": w.FloatSlider(value=p, min=0.05, max=0.95, step=0.05, description="p", style=style),
+        "q": w.FloatSlider(value=q, min=0.05, max=0.95, step=0.05, description="q", style=style),
+        "e0": w.FloatSlider(value=e0, min=-2.5, max=2.5, step=0.05, description="e0", style=style),
+        "w0": w.FloatSlider(value=w0, min=-2.5, max=2.5, step=0.05, description="w0", style=style),
+    }
+
+    def draw(p: float, q: float, e0: float, w0: float) -> None:
+        if abs(p + q - 1) < 1e-9:
+            print(
+                "p + q = 1: the chain is i.i.d. and the landscape is flat in (e, w); move a slider."
+            )
+            return
+        plt.show(canonical_explorer_figure(p, q, e0, w0))
 
     out = w.interactive_output(draw, sliders)
     return w.VBox([w.HBox(list(sliders.values())), out])

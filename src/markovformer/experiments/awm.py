@@ -16,10 +16,11 @@ from .. import analysis, plotting
 from ..markov import BinaryChain
 from ..model import TransformerConfig
 from ..train import TrainConfig
-from .base import Experiment, RunSpec, register, stack
+from .base import Experiment, RunSpec, register, seed_list, stack
 
 PAPER_STEPS = 1000
 GRID = np.round(np.arange(0.1, 0.95, 0.1), 2)
+GRID_KEYS = ("exact_loss", "failed_step")  # the 162 grid runs keep only their test-loss curve
 
 
 def paper_train(steps: int | None = None, probes: bool = True) -> TrainConfig:
@@ -40,6 +41,7 @@ def binary_spec(
     init_kwargs: tuple = (),
     probes: bool = True,
     keep_final_state: bool = True,
+    record_keys: tuple[str, ...] | None = None,
 ) -> RunSpec:
     """A run at the paper's settings (d = 8, N = 1024, batch 16, AdamW, 1000 steps)."""
     return RunSpec(
@@ -49,19 +51,13 @@ def binary_spec(
         init=init,
         init_kwargs=init_kwargs,
         keep_final_state=keep_final_state,
+        record_keys=record_keys,
     )
-
-
-def _seeds(n: int | None, default: int) -> list[int]:
-    n = default if n is None else n
-    if n < 1:
-        raise ValueError(f"the number of seeds must be >= 1, got {n}")
-    return list(range(n))
 
 
 def _tying_jobs(p: float, q: float):
     def jobs(n_seeds: int | None, steps: int | None):
-        seeds = _seeds(n_seeds, 3)
+        seeds = seed_list(n_seeds, 3)
         return [(binary_spec(p, q, tied=t, steps=steps), seeds) for t in (True, False)]
 
     return jobs
@@ -93,14 +89,9 @@ def tying_summary(results, jobs) -> dict:
     rate, uni = _levels(jobs[0][0])
     out = {"entropy_rate": rate, "unigram_loss": uni}
     for res, (sp, _) in zip(results, jobs, strict=True):
-        arm = "tied" if sp.model.tied else "untied"
-        curves = stack(res, "exact_loss")
-        final = analysis.final_loss(curves)
-        out[arm] = {
-            "final_loss": [round(float(v), 4) for v in final],
-            "reached_bigram": int(analysis.succeeded(curves, rate).sum()),
-            "runs": len(final),
-        }
+        out["tied" if sp.model.tied else "untied"] = analysis.outcome(
+            stack(res, "exact_loss"), rate, uni
+        )
     return out
 
 
@@ -132,42 +123,51 @@ def _awm3_jobs(n_seeds, steps):
     return AWM1.jobs(n_seeds, steps) + AWM2.jobs(n_seeds, steps)
 
 
-def probe_panels(results, jobs) -> list[dict]:
-    """Final-step predicted Pr(1 | x_n) by position, per chain, tied vs untied (mean over seeds)."""
+def probe_panels(results, jobs, step: int | None = None) -> list[dict]:
+    """Predicted Pr(1 | x_n) by position at a probe step (default: the last), per chain, tied vs
+    untied (mean over seeds)."""
     panels = {}
     for res, (sp, _) in zip(results, jobs, strict=True):
         p, q = sp.chain["p"], sp.chain["q"]
         chain = BinaryChain(p, q)
+        steps = list(res[min(res)]["probe_steps"])
+        k = len(steps) - 1 if step is None else steps.index(step)
         panel = panels.setdefault(
             (p, q),
             {
-                "title": f"(p, q) = ({p:g}, {q:g})",
+                "title": f"(p, q) = ({p:g}, {q:g}), step {steps[k]}",
                 "p": p,
                 "q": q,
                 "pi1": chain.stationary[1],
                 "probes": {},
             },
         )
-        probes = stack(res, "probes")[:, -1]  # (seeds, 2, N) at the last probe step
+        probes = stack(res, "probes")[:, k]  # (seeds, 2, N)
         panel["probes"]["tied" if sp.model.tied else "untied"] = np.nanmean(probes, 0)
     return list(panels.values())
 
 
 def _awm3_figure(results, jobs):
-    return plotting.plot_position_probes(probe_panels(results, jobs))
+    steps = list(results[0][min(results[0])]["probe_steps"])
+    mid = steps[-2] if len(steps) > 1 else steps[-1]  # the tied runs' plateau (step 500 by default)
+    return plotting.plot_position_probes(
+        probe_panels(results, jobs, mid) + probe_panels(results, jobs)
+    )
 
 
 def _awm3_summary(results, jobs) -> dict:
     out = {}
-    for panel in probe_panels(results, jobs):
-        for arm, pr in panel["probes"].items():
-            out[f"{panel['title']} {arm}"] = {
-                "Pr(1|x_n=0), positions > 100": round(float(np.nanmean(pr[0, 100:])), 4),
-                "Pr(1|x_n=1), positions > 100": round(float(np.nanmean(pr[1, 100:])), 4),
-                "p": panel["p"],
-                "1-q": round(1 - panel["q"], 4),
-                "pi_1": round(float(panel["pi1"]), 4),
-            }
+    steps = list(results[0][min(results[0])]["probe_steps"])
+    for step in sorted({steps[-2] if len(steps) > 1 else steps[-1], steps[-1]}):
+        for panel in probe_panels(results, jobs, step):
+            for arm, pr in panel["probes"].items():
+                out[f"{panel['title']} {arm}"] = {
+                    "Pr(1|x_n=0), positions > 100": round(float(np.nanmean(pr[0, 100:])), 4),
+                    "Pr(1|x_n=1), positions > 100": round(float(np.nanmean(pr[1, 100:])), 4),
+                    "p": panel["p"],
+                    "1-q": round(1 - panel["q"], 4),
+                    "pi_1": round(float(panel["pi1"]), 4),
+                }
     return out
 
 
@@ -185,9 +185,20 @@ AWM3 = register(
 
 
 def _awm4_jobs(n_seeds, steps):
-    seeds = _seeds(n_seeds, 1)
+    seeds = seed_list(n_seeds, 1)
     return [
-        (binary_spec(p, q, tied=t, steps=steps, probes=False, keep_final_state=False), seeds)
+        (
+            binary_spec(
+                p,
+                q,
+                tied=t,
+                steps=steps,
+                probes=False,
+                keep_final_state=False,
+                record_keys=GRID_KEYS,
+            ),
+            seeds,
+        )
         for t in (True, False)
         for q in GRID
         for p in GRID
@@ -252,7 +263,7 @@ PLATEAU_MARKS = (300, 600, 1000)
 
 
 def _plateau_jobs(n_seeds, steps):
-    return [(binary_spec(0.5, 0.8, tied=True, steps=steps), _seeds(n_seeds, 10))]
+    return [(binary_spec(0.5, 0.8, tied=True, steps=steps), seed_list(n_seeds, 10))]
 
 
 def _plateau_marks(steps: int) -> tuple[int, ...]:

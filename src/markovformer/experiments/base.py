@@ -34,6 +34,8 @@ __all__ = [
     "get",
     "all_experiments",
     "stack",
+    "seed_list",
+    "no_jobs",
     "NAMESPACE",
 ]
 
@@ -50,10 +52,18 @@ class RunSpec:
     init: str = "gaussian"
     init_kwargs: tuple[tuple[str, object], ...] = ()
     keep_final_state: bool = True
+    record_keys: tuple[str, ...] | None = None  # store only these entries (None: all)
+    #: "transformer" or "canonical" (the (e, w, b) model, started at init_kwargs e, w[, b],
+    #: with Adam learning rates mirroring a rank-one full model of dimension model.d)
+    model_kind: str = "transformer"
 
     def identity(self) -> dict:
-        """Everything that determines the results of a seed (the artifact's config.json)."""
-        return {
+        """Everything that determines the results of a seed (the artifact's config.json).
+
+        Options added after the first artifacts were made enter only when they differ from
+        their default, so existing results keep their directory.
+        """
+        ident = {
             "chain": self.chain,
             "model": self.model.to_dict(),
             "train": self.train.to_dict(),
@@ -61,13 +71,34 @@ class RunSpec:
             "init_kwargs": dict(self.init_kwargs),
             "keep_final_state": self.keep_final_state,
         }
+        if self.record_keys is not None:
+            ident["record_keys"] = sorted(self.record_keys)
+        if self.model_kind != "transformer":
+            ident["model_kind"] = self.model_kind
+        return ident
+
+    def build_model(self, n_runs: int):
+        """A pre-initialised model for non-transformer kinds (None: train() initialises)."""
+        if self.model_kind == "transformer":
+            return None
+        if self.model_kind == "canonical":
+            from ..canonical import CanonicalModel
+
+            kw = dict(self.init_kwargs)
+            return CanonicalModel(n_runs, adam_d=self.model.d).set_(
+                kw["e"], kw["w"], kw.get("b", 0.0)
+            )
+        raise ValueError(
+            f"unknown model_kind {self.model_kind!r}; expected 'transformer' or 'canonical'"
+        )
 
     def slug(self) -> str:
         c = self.chain
         chain = "-".join(f"{k}{v}" for k, v in c.items() if k not in ("kind", "kernel"))
         tied = "tied" if self.model.tied else "untied"
+        kind = "" if self.model_kind == "transformer" else f"{self.model_kind}_"
         return (
-            f"{c['kind']}-{chain}_{tied}_L{self.model.depth}_d{self.model.d}"
+            f"{kind}{c['kind']}-{chain}_{tied}_L{self.model.depth}_d{self.model.d}"
             f"_N{self.model.seq_len}_T{self.train.steps}_{self.init}"
         )
 
@@ -82,10 +113,12 @@ class RunSpec:
         return json.dumps(ident, sort_keys=True, default=str)
 
 
-def _record_for(result, i: int, keep_final: bool) -> dict[str, np.ndarray]:
+def _record_for(result, i: int, spec: RunSpec) -> dict[str, np.ndarray]:
     rec = result.record(i)
-    if not keep_final:
+    if not spec.keep_final_state:
         rec = {k: v for k, v in rec.items() if not k.startswith("final/")}
+    if spec.record_keys is not None:
+        rec = {k: v for k, v in rec.items() if k in spec.record_keys}
     for k, v in rec.items():  # float32 is plenty for curves and weights
         if v.dtype == np.float64 and k != "lr":
             rec[k] = v.astype(np.float32)
@@ -134,6 +167,7 @@ def run_specs(
                 shared,
                 init=spec0.init,
                 init_kwargs=dict(spec0.init_kwargs),
+                model=spec0.build_model(len(chunk)),
                 device=dev,
                 progress=progress,
             )
@@ -143,7 +177,7 @@ def run_specs(
                     "runs_in_batch": len(chunk),
                     "batch_wall_seconds": round(result.wall_seconds, 3),
                 }
-                sp.store(root).save(seed, _record_for(result, j, sp.keep_final_state), info)
+                sp.store(root).save(seed, _record_for(result, j, sp), info)
             for f in result.failures:
                 say(f"  run with seed {f['seed']} stopped at step {f['step']}: loss {f['loss']}")
     return load_specs(jobs, root)
@@ -165,6 +199,19 @@ def load_specs(
             )
         out.append({int(s): store.load(s) for s in seeds})
     return out
+
+
+def seed_list(n: int | None, default: int) -> list[int]:
+    """Seeds 0..n-1 (``default`` of them when n is None)."""
+    n = default if n is None else n
+    if n < 1:
+        raise ValueError(f"the number of seeds must be >= 1, got {n}")
+    return list(range(n))
+
+
+def no_jobs(n_seeds: int | None, steps: int | None) -> list:
+    """The jobs of an analytic figure: none (its figure function computes everything)."""
+    return []
 
 
 def stack(results: dict[int, dict[str, np.ndarray]], key: str) -> np.ndarray:

@@ -1,0 +1,48 @@
+"""Benchmark: the closed-form landscape on a 500 x 500 grid and one gradient-flow trajectory.
+
+Targets (issue 4): each <= 50 ms on a 2-core CPU, so that the chapter's sliders redraw at once.
+
+    python benchmarks/landscape.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from markovformer import canonical as C
+
+
+def best_of(fn, repeats: int = 7) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    land = C.CanonicalLandscape(0.5, 0.8)
+    g = np.linspace(-3, 3, 500)
+    E, W = np.meshgrid(g, g)
+    t_grid = best_of(lambda: land.loss_at_optimal_bias(E, W))
+    t_basin = best_of(lambda: land.basin(E, W))
+    t_flow = best_of(lambda: C.gradient_flow(land, 0.5, 0.5))
+    t_flow_g = best_of(lambda: C.gradient_flow(C.CanonicalLandscape(0.2, 0.3), 0.5, 0.5))
+    print(
+        f"loss L(e, w) at the optimal bias, 500 x 500 grid : {t_grid * 1e3:7.1f} ms (target <= 50)"
+    )
+    print(f"basin labels, 500 x 500 grid                     : {t_basin * 1e3:7.1f} ms")
+    print(
+        f"one gradient-flow trajectory, (0.5, 0.8) from (0.5, 0.5): {t_flow * 1e3:7.1f} ms (target <= 50)"
+    )
+    print(
+        f"one gradient-flow trajectory, (0.2, 0.3) from (0.5, 0.5): {t_flow_g * 1e3:7.1f} ms (target <= 50)"
+    )
+
+
+if __name__ == "__main__":
+    main()
