@@ -56,7 +56,7 @@ def test_optimal_bias_and_profile(p, q):
     land = C.CanonicalLandscape(p, q)
     for A in (-30.0, -3.0, -0.5, 0.0, 0.7, 4.0, 60.0):
         res = minimize_scalar(
-            lambda b: float(land.loss_gap_bias(A, b)), bounds=(-80, 80), method="bounded",
+            lambda b, A=A: float(land.loss_gap_bias(A, b)), bounds=(-80, 80), method="bounded",
             options={"xatol": 1e-12},
         )  # fmt: skip
         assert float(land.loss_gap_bias(A, land.optimal_shifted_bias(A))) <= res.fun + 1e-12

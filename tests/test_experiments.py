@@ -14,6 +14,7 @@ DATA = Path(__file__).resolve().parents[1] / "book" / "data"
 COMMITTED = [
     "awm-1", "awm-2", "awm-3", "awm-4", "awm-plateau", "awm-5", "awm-6",
     "l2g-a1", "l2g-a2", "l2g-t", "l2g-4", "l2g-escape", "l2g-scale", "l2g-grid", "l2g-inits",
+    "gdd-qk", "gdd-standins", "gdd-landscape", "gdd-bridge",
 ]  # fmt: skip
 
 

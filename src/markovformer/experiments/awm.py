@@ -21,6 +21,8 @@ from .base import Experiment, RunSpec, register, seed_list, stack
 PAPER_STEPS = 1000
 GRID = np.round(np.arange(0.1, 0.95, 0.1), 2)
 GRID_KEYS = ("exact_loss", "failed_step")  # the 162 grid runs keep only their test-loss curve
+#: what the AwM runs keep: the three curves and the probes (not the weights, not the lr schedule)
+AWM_KEYS = ("train_loss", "exact_loss", "excess", "probe_steps", "probes", "failed_step")
 
 
 def paper_train(steps: int | None = None, probes: bool = True) -> TrainConfig:
@@ -40,8 +42,8 @@ def binary_spec(
     init: str = "gaussian",
     init_kwargs: tuple = (),
     probes: bool = True,
-    keep_final_state: bool = True,
-    record_keys: tuple[str, ...] | None = None,
+    keep_final_state: bool = False,
+    record_keys: tuple[str, ...] | None = AWM_KEYS,
 ) -> RunSpec:
     """A run at the paper's settings (d = 8, N = 1024, batch 16, AdamW, 1000 steps)."""
     return RunSpec(

@@ -97,9 +97,10 @@ class RunSpec:
         chain = "-".join(f"{k}{v}" for k, v in c.items() if k not in ("kind", "kernel"))
         tied = "tied" if self.model.tied else "untied"
         kind = "" if self.model_kind == "transformer" else f"{self.model_kind}_"
+        kernel = "" if self.model.kernel == "softmax" else f"_{self.model.kernel}"
         return (
             f"{kind}{c['kind']}-{chain}_{tied}_L{self.model.depth}_d{self.model.d}"
-            f"_N{self.model.seq_len}_T{self.train.steps}_{self.init}"
+            f"_N{self.model.seq_len}_T{self.train.steps}_{self.init}{kernel}"
         )
 
     def store(self, root: str | Path) -> ArtifactStore:
