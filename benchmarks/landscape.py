@@ -1,6 +1,8 @@
 """Benchmark: the closed-form landscape on a 500 x 500 grid and one gradient-flow trajectory.
 
 Targets (issue 4): each <= 50 ms on a 2-core CPU, so that the chapter's sliders redraw at once.
+Also printed: the time of one full redraw (compute + render to pixels) of each chapter's widget
+figure, which is what a reader waits for after moving a slider.
 
     python benchmarks/landscape.py
 """
@@ -42,6 +44,34 @@ def main() -> None:
     print(
         f"one gradient-flow trajectory, (0.2, 0.3) from (0.5, 0.5): {t_flow_g * 1e3:7.1f} ms (target <= 50)"
     )
+    redraws()
+
+
+def redraws() -> None:
+    """One slider move = build the figure and render it; the Agg canvas stands in for the inline
+    backend's PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from markovformer import widgets
+
+    def redraw(fn, **kw):
+        def run():
+            fig = fn(**kw)
+            fig.canvas.draw()
+            plt.close(fig)
+
+        return run
+
+    for name, fn, kw in (
+        ("chapter 1, chain_explorer    ", widgets.chain_explorer_figure, {"p": 0.3, "q": 0.9}),
+        ("chapter 4, canonical_explorer", widgets.canonical_explorer_figure, {"p": 0.3, "q": 0.9}),
+        ("chapter 5, init_explorer     ", widgets.init_explorer_figure, {"p": 0.3, "q": 0.9}),
+    ):
+        t = best_of(redraw(fn, **kw), repeats=3)
+        print(f"widget redraw, {name}  : {t * 1e3:7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -637,3 +637,50 @@ def plot_canonical_explorer(
     ax2.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_init_explorer(
+    land,
+    starts: np.ndarray,
+    scale: float,
+    curve: Mapping[str, np.ndarray],
+    measured: Mapping[str, Sequence[float]] | None = None,
+    lim: float = 3.0,
+) -> Figure:
+    """Chapter 5's interactive figure: Gaussian starting points over the basins of ``land``
+    (left), and the probability of starting in the global basin against the init scale (right).
+
+    ``starts`` is an (n, 2) array of (e0, w0); ``curve`` holds ``scale`` and ``global`` (the
+    canonical probability); ``measured`` optionally holds ``scale`` and ``success`` of full
+    transformers (and a legend ``label``), drawn as points.
+    """
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 4.6), width_ratios=[1.05, 1])
+    draw_landscape(ax, land, lim, stream=False, basins=True, resolution=201)
+    e0, w0 = starts[:, 0], starts[:, 1]
+    good = land.basin(e0, w0).astype(bool)
+    ax.plot(w0[good], e0[good], ".", ms=3, color="#1b5e20", label="start in the global basin")
+    ax.plot(w0[~good], e0[~good], ".", ms=3, color="#7f0000", label="start in the unigram basin")
+    ax.plot(-1.0, 1.0, "*", ms=13, mfc="gold", mec="k", label="guideline (e, w) = (1, -1)")
+    ax.set_title(
+        f"({land.p:g}, {land.q:g}), (e0, w0) ~ N(0, {scale:g}^2 I): "
+        f"{good.mean():.2f} of {len(good)} starts in the global basin",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="lower left")
+    ax2.plot(curve["scale"], curve["global"], color="C0", label="canonical model (gradient flow)")
+    if measured is not None:
+        ax2.plot(
+            measured["scale"],
+            measured["success"],
+            "ko",
+            label=measured.get("label", "full transformers reaching the entropy rate"),
+        )
+    ax2.axvline(scale, color="gray", lw=0.8, ls=":")
+    ax2.set_xscale("log")
+    ax2.set_ylim(-0.03, 1.03)
+    ax2.set_xlabel("init scale s")
+    ax2.set_ylabel("Pr(global minimum)")
+    ax2.set_title(f"p + q {'>' if land.switching else '<'} 1", fontsize=9)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -24,6 +24,8 @@ __all__ = [
     "loss_grid",
     "canonical_explorer_figure",
     "canonical_explorer",
+    "init_explorer_figure",
+    "init_explorer",
 ]
 
 
@@ -63,8 +65,8 @@ def chain_explorer(p: float = 0.5, q: float = 0.8, seed: int = 0):
     }
 
     def draw(p: float, q: float, seed: int) -> None:
-        fig = chain_explorer_figure(p, q, seed)
-        plt.show(fig)
+        chain_explorer_figure(p, q, seed)
+        plt.show()
 
     out = w.interactive_output(draw, sliders)
     return w.VBox([w.HBox(list(sliders.values())), out])
@@ -101,7 +103,71 @@ def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: floa
                 "p + q = 1: the chain is i.i.d. and the landscape is flat in (e, w); move a slider."
             )
             return
-        plt.show(canonical_explorer_figure(p, q, e0, w0))
+        canonical_explorer_figure(p, q, e0, w0)
+        plt.show()
+
+    out = w.interactive_output(draw, sliders)
+    return w.VBox([w.HBox(list(sliders.values())), out])
+
+
+@functools.lru_cache(maxsize=2)
+def _basin_curve(switching: bool, n: int = 20_000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Pr((e0, w0) ~ N(0, s^2 I) lies in the global basin) on a log grid of scales."""
+    from .canonical import basin_label
+
+    scales = np.geomspace(0.01, 5.0, 60)
+    z = np.random.default_rng(seed).standard_normal((2, n))
+    prob = [basin_label(s * z[0], s * z[1], switching).mean() for s in scales]
+    return {"scale": scales, "global": np.asarray(prob)}
+
+
+def init_explorer_figure(
+    p: float = 0.5, q: float = 0.8, scale: float = 0.5, seed: int = 0, n: int = 400,
+    measured: dict | None = None,
+) -> Figure:  # fmt: skip
+    """Gaussian starts of scale ``scale`` over the basins of the chain (p, q), and the canonical
+    probability of the global basin against the scale (with ``measured`` full-transformer success
+    fractions, keyed by regime ``"switching"`` / ``"sticky"``, if given)."""
+    from .canonical import CanonicalLandscape
+
+    land = CanonicalLandscape(p, q)
+    starts = np.random.default_rng(seed).normal(0.0, scale, size=(n, 2))
+    regime = "switching" if land.switching else "sticky"
+    return plotting.plot_init_explorer(
+        land,
+        starts,
+        scale,
+        _basin_curve(land.switching),
+        None if measured is None else measured.get(regime),
+    )
+
+
+def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, measured: dict | None = None):
+    """Sliders for p, q, the init scale and the seed of :func:`init_explorer_figure`."""
+    import ipywidgets as w
+
+    style = {"description_width": "initial"}
+    sliders = {
+        "p": w.FloatSlider(value=p, min=0.05, max=0.95, step=0.05, description="p", style=style),
+        "q": w.FloatSlider(value=q, min=0.05, max=0.95, step=0.05, description="q", style=style),
+        "scale": w.FloatLogSlider(
+            value=scale,
+            base=10,
+            min=-2,
+            max=0.6,
+            step=0.05,
+            description="init scale s",
+            style=style,
+        ),  # fmt: skip
+        "seed": w.IntSlider(value=0, min=0, max=20, description="seed", style=style),
+    }
+
+    def draw(p: float, q: float, scale: float, seed: int) -> None:
+        if abs(p + q - 1) < 1e-9:
+            print("p + q = 1: the chain is i.i.d. and has no basins; move a slider.")
+            return
+        init_explorer_figure(p, q, scale, seed, measured=measured)
+        plt.show()
 
     out = w.interactive_output(draw, sliders)
     return w.VBox([w.HBox(list(sliders.values())), out])

@@ -1,0 +1,52 @@
+"""The interactive figures: the static figure functions draw what they claim, and the slider
+front-ends build without a kernel."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from markovformer import canonical as C  # noqa: E402
+from markovformer import widgets  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_init_explorer_counts_starts_by_basin():
+    fig = widgets.init_explorer_figure(0.5, 0.8, scale=0.5, seed=3, n=300)
+    title = fig.axes[0].get_title()
+    starts = np.random.default_rng(3).normal(0.0, 0.5, size=(300, 2))
+    frac = C.basin_label(starts[:, 0], starts[:, 1], switching=True).mean()
+    assert f"{frac:.2f} of 300 starts" in title
+
+
+def test_basin_curve_matches_the_regimes():
+    sw, st = widgets._basin_curve(True), widgets._basin_curve(False)
+    small = sw["scale"] < 0.05
+    assert np.all(sw["global"][small] == 0.0) and np.all(st["global"][small] == 1.0)
+    assert 0.3 < sw["global"][-1] < 0.5 < st["global"][-1]
+
+
+def test_init_explorer_draws_measured_points():
+    measured = {"switching": {"scale": [0.02, 0.1], "success": [0.3, 1.0]}}
+    fig = widgets.init_explorer_figure(0.5, 0.8, measured=measured)
+    lines = [ln for ln in fig.axes[1].get_lines() if ln.get_marker() == "o"]
+    assert len(lines) == 1 and list(lines[0].get_ydata()) == [0.3, 1.0]
+    fig = widgets.init_explorer_figure(0.2, 0.3, measured=measured)  # no sticky entry: no points
+    assert not [ln for ln in fig.axes[1].get_lines() if ln.get_marker() == "o"]
+
+
+@pytest.mark.parametrize(
+    "build", [widgets.chain_explorer, widgets.canonical_explorer, widgets.init_explorer]
+)
+def test_slider_front_ends_build(build):
+    pytest.importorskip("ipywidgets")
+    box = build()
+    assert len(box.children) == 2
