@@ -72,6 +72,15 @@ def redraws() -> None:
     ):
         t = best_of(redraw(fn, **kw), repeats=3)
         print(f"widget redraw, {name}  : {t * 1e3:7.1f} ms")
+    from pathlib import Path
+
+    from markovformer import experiments
+    from markovformer.experiments import l2g
+
+    data = Path(__file__).resolve().parents[1] / "book" / "data"
+    rows = l2g.trajectory_table(*experiments.get("l2g-t").load(data))
+    t = best_of(redraw(widgets.run_explorer_figure, rows=rows, index=10, step=600), repeats=3)
+    print(f"widget redraw, chapter 4, run_explorer        : {t * 1e3:7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -50,3 +50,38 @@ def test_slider_front_ends_build(build):
     pytest.importorskip("ipywidgets")
     box = build()
     assert len(box.children) == 2
+
+
+def _synthetic_run(n_diag: int = 11, steps: int = 100) -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        "chain": (0.5, 0.8),
+        "init": "test",
+        "seed": 0,
+        "outcome": "global",
+        "e": np.linspace(1.0, 0.8, n_diag),
+        "w": np.linspace(-1.0, -1.2, n_diag),
+        "steps": np.linspace(0, steps, n_diag).astype(int),
+        "loss": 0.62 + 0.01 * rng.random(steps),
+        "rank1": {"w1": np.ones(n_diag)},
+    }
+
+
+def test_run_explorer_marks_the_chosen_step():
+    run = _synthetic_run()
+    fig = widgets.run_explorer_figure([run], index=0, step=55)  # diagnostic steps every 10
+    assert "step 50, (e, w) = (0.90, -1.10)" in fig.axes[0].get_title()
+    dots = [ln for ln in fig.axes[1].get_lines() if ln.get_marker() == "."][0]
+    land = C.CanonicalLandscape(0.5, 0.8)
+    np.testing.assert_allclose(dots.get_ydata(), land.loss_at_optimal_bias(run["e"], run["w"]))
+
+
+def test_run_explorer_rejects_a_bad_index():
+    with pytest.raises(ValueError, match="index must be in"):
+        widgets.run_explorer_figure([_synthetic_run()], index=3)
+
+
+def test_run_explorer_front_end_builds():
+    pytest.importorskip("ipywidgets")
+    box = widgets.run_explorer([_synthetic_run(), _synthetic_run()])
+    assert len(box.children) == 2

@@ -684,3 +684,61 @@ def plot_init_explorer(
     ax2.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_run_explorer(
+    land,
+    run: Mapping[str, object],
+    step: int,
+    flow=None,
+    lim: float = 3.0,
+) -> Figure:
+    """One trained transformer, side by side with the landscape it is trained on.
+
+    ``run`` holds the projected coordinates ``e``, ``w`` at the diagnostic ``steps``, the exact
+    loss per step ``loss``, optional top-singular-value energies ``rank1`` (name -> array at the
+    diagnostic steps) and a ``title``. Left: the projected path over the basins up to ``step``
+    (the rest faint) and, dotted, the gradient flow from the projected start (``flow``). Middle:
+    the transformer's exact loss against the step, with the canonical population loss of its
+    projected point. Right: how rank one the weights are, i.e. how much the projection describes.
+    """
+    steps, e, w = (np.asarray(run[k]) for k in ("steps", "e", "w"))
+    loss = np.asarray(run["loss"])
+    k = int(np.searchsorted(steps, step, side="right")) - 1
+    k = min(max(k, 0), len(steps) - 1)
+    fig, axes = plt.subplots(1, 3, figsize=(14.5, 4.6), width_ratios=[1.1, 1, 0.8])
+    ax = axes[0]
+    draw_landscape(ax, land, lim, stream=False, basins=True, resolution=201)
+    if flow is not None:
+        ax.plot(
+            flow.y[:, 1], flow.y[:, 0], ":", color="k", lw=1.4, label="gradient flow from the start"
+        )
+    ax.plot(w, e, color="C0", lw=0.8, alpha=0.35)
+    ax.plot(w[: k + 1], e[: k + 1], color="C0", lw=2.0, label="trained transformer (projected)")
+    ax.plot(w[0], e[0], "o", ms=6, mfc="w", mec="C0")
+    ax.plot(w[k], e[k], "o", ms=8, color="C0", mec="k")
+    ax.set_title(f"{run.get('title', '')}: step {int(steps[k])}, (e, w) = ({e[k]:.2f}, {w[k]:.2f})",
+                 fontsize=9)  # fmt: skip
+    ax.legend(fontsize=7, loc="lower left")
+    ax = axes[1]
+    ax.plot(np.arange(1, len(loss) + 1), loss, color="C0", lw=0.8, label="transformer, exact loss")
+    ax.plot(steps, land.loss_at_optimal_bias(e, w), "k.", ms=3,
+            label="canonical loss at the projected (e, w)")  # fmt: skip
+    ax.axvline(steps[k], color="gray", lw=0.8, ls=":")
+    draw_loss_levels(ax, land.entropy_rate, land.unigram_loss)
+    lo, hi = land.entropy_rate, land.unigram_loss
+    ax.set_ylim(lo - 0.25 * (hi - lo) - 0.01, hi + 0.6 * (hi - lo) + 0.01)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (nats)")
+    ax.legend(fontsize=7, loc="lower left")
+    ax = axes[2]
+    names = {"w1": "$W_1$", "w2": "$W_2$", "pos": "positions", "wv": "$W_V$"}
+    for name, energy in dict(run.get("rank1", {})).items():
+        ax.plot(steps, energy, label=names.get(name, name))
+    ax.axvline(steps[k], color="gray", lw=0.8, ls=":")
+    ax.set_ylim(0, 1.03)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("top singular value energy fraction")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

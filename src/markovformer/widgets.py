@@ -26,6 +26,8 @@ __all__ = [
     "canonical_explorer",
     "init_explorer_figure",
     "init_explorer",
+    "run_explorer_figure",
+    "run_explorer",
 ]
 
 
@@ -171,3 +173,49 @@ def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, measured: 
 
     out = w.interactive_output(draw, sliders)
     return w.VBox([w.HBox(list(sliders.values())), out])
+
+
+def _run_label(row: dict) -> str:
+    return f"{row['chain']} {row['init']}, seed {row['seed']} -> {row['outcome']}"
+
+
+def run_explorer_figure(rows: list[dict], index: int = 0, step: int = 1000) -> Figure:
+    """Trained run ``rows[index]`` (rows of :func:`markovformer.experiments.l2g.trajectory_table`)
+    at training step ``step``: projected path over the basins with the gradient flow from its
+    projected start, its loss curves, and its rank-one energies."""
+    from .canonical import CanonicalLandscape, gradient_flow
+
+    if not 0 <= index < len(rows):
+        raise ValueError(f"index must be in [0, {len(rows) - 1}], got {index}")
+    row = rows[index]
+    land = CanonicalLandscape(*row["chain"])
+    flow = gradient_flow(land, float(row["e"][0]), float(row["w"][0]))
+    run = dict(row, title=f"{row['chain']} {row['init']}, seed {row['seed']}")
+    return plotting.plot_run_explorer(land, run, step, flow)
+
+
+def run_explorer(rows: list[dict], index: int = 0, step: int = 1000):
+    """A run menu and a step slider for :func:`run_explorer_figure` (reads stored runs only)."""
+    import ipywidgets as w
+
+    style = {"description_width": "initial"}
+    last = int(max(r["steps"][-1] for r in rows))
+    controls = {
+        "index": w.Dropdown(
+            options=[(_run_label(r), i) for i, r in enumerate(rows)],
+            value=index,
+            description="run",
+            style=style,
+            layout=w.Layout(width="420px"),
+        ),  # fmt: skip
+        "step": w.IntSlider(
+            value=step, min=0, max=last, step=10, description="training step", style=style
+        ),
+    }
+
+    def draw(index: int, step: int) -> None:
+        run_explorer_figure(rows, index, step)
+        plt.show()
+
+    out = w.interactive_output(draw, controls)
+    return w.VBox([w.HBox(list(controls.values())), out])
