@@ -85,3 +85,37 @@ def test_run_explorer_front_end_builds():
     pytest.importorskip("ipywidgets")
     box = widgets.run_explorer([_synthetic_run(), _synthetic_run()])
     assert len(box.children) == 2
+
+
+def test_grid_explorer_draws_the_chosen_cell():
+    grid = np.round(np.arange(0.1, 0.95, 0.1), 2)
+    curves = {(0.7, 0.6): {"tied": np.full(50, 0.69), "untied": np.full(50, 0.645)}}
+    fig = widgets.grid_explorer_figure(curves, np.zeros((9, 9)), grid, 0.7, 0.6)
+    tied = [ln for ln in fig.axes[1].get_lines() if ln.get_label() == "tied"][0]
+    np.testing.assert_allclose(tied.get_ydata(), 0.69)
+    with pytest.raises(ValueError, match="not a cell"):
+        widgets.grid_explorer_figure(curves, np.zeros((9, 9)), grid, 0.3, 0.3)
+
+
+def test_kernel_example_bandwidth():
+    from markovformer.experiments import gdd
+
+    narrow, wide = gdd.kernel_example(c=0.5), gdd.kernel_example(c=8.0)
+    np.testing.assert_allclose(narrow["softmax"], wide["softmax"])  # c does not touch softmax
+    np.testing.assert_allclose(narrow["gaussian-rownorm"].sum(1), 1.0, atol=1e-6)
+    assert np.all(wide["gaussian"] >= narrow["gaussian"] - 1e-12)  # exp(-r/tau) grows with tau
+    fig = widgets.kernel_explorer_figure(c=0.5)
+    assert len(fig.axes) == 6  # three maps and their colour bars
+
+
+@pytest.mark.parametrize("build", ["grid", "kernel"])
+def test_more_front_ends_build(build):
+    pytest.importorskip("ipywidgets")
+    grid = np.round(np.arange(0.1, 0.95, 0.1), 2)
+    curves = {(0.5, 0.8): {"tied": np.full(5, 0.66)}}
+    box = (
+        widgets.grid_explorer(curves, np.zeros((9, 9)), grid)
+        if build == "grid"
+        else widgets.kernel_explorer()
+    )
+    assert len(box.children) == 2

@@ -742,3 +742,39 @@ def plot_run_explorer(
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def plot_grid_explorer(
+    gap_map: np.ndarray,
+    grid: np.ndarray,
+    curves: Mapping[str, np.ndarray],
+    p: float,
+    q: float,
+    rate: float,
+    unigram: float,
+    map_title: str = "",
+) -> Figure:
+    """A (p, q) heat map with one cell marked (left) and that cell's loss curves (right)."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 4.3), width_ratios=[1, 1.25])
+    d = (grid[1] - grid[0]) / 2
+    im = ax.imshow(np.ma.masked_invalid(gap_map), origin="lower", cmap="RdYlGn_r", vmin=0, vmax=1,
+                   extent=(grid[0] - d, grid[-1] + d, grid[0] - d, grid[-1] + d))  # fmt: skip
+    ax.plot([0, 1], [1, 0], color="k", lw=1, ls="--")
+    ax.add_patch(plt.Rectangle((p - d, q - d), 2 * d, 2 * d, fill=False, ec="k", lw=2.5))
+    ax.set_xlim(grid[0] - d, grid[-1] + d)
+    ax.set_ylim(grid[0] - d, grid[-1] + d)
+    ax.set_xlabel("p")
+    ax.set_ylabel("q")
+    ax.set_title(map_title, fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.85, label="fraction of the gap left")
+    for (name, curve), color in zip(curves.items(), ("C0", "C1", "C2"), strict=False):
+        ax2.plot(np.arange(1, len(curve) + 1), curve, color=color, lw=1.2, label=name)
+    draw_loss_levels(ax2, rate, unigram)
+    span = max(unigram - rate, 0.01)
+    ax2.set_ylim(rate - 0.3 * span, unigram + 0.5 * span)
+    ax2.set_xlabel("training step")
+    ax2.set_ylabel("exact conditional loss (nats)")
+    ax2.set_title(f"(p, q) = ({p:g}, {q:g})", fontsize=9)
+    ax2.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig

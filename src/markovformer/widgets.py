@@ -28,6 +28,10 @@ __all__ = [
     "init_explorer",
     "run_explorer_figure",
     "run_explorer",
+    "grid_explorer_figure",
+    "grid_explorer",
+    "kernel_explorer_figure",
+    "kernel_explorer",
 ]
 
 
@@ -219,3 +223,76 @@ def run_explorer(rows: list[dict], index: int = 0, step: int = 1000):
 
     out = w.interactive_output(draw, controls)
     return w.VBox([w.HBox(list(controls.values())), out])
+
+
+def grid_explorer_figure(
+    curves: dict, gap_map: np.ndarray, grid: np.ndarray, p: float = 0.5, q: float = 0.8
+) -> Figure:
+    """One cell of a stored (p, q) grid: ``curves[(p, q)]`` maps an arm name to its loss curve;
+    ``gap_map`` (rows q, columns p) is drawn with the cell marked."""
+    key = (round(float(p), 2), round(float(q), 2))
+    if key not in curves:
+        raise ValueError(f"(p, q) = {key} is not a cell of the stored grid {sorted(curves)[:3]}...")
+    chain = BinaryChain(*key)
+    return plotting.plot_grid_explorer(gap_map, grid, curves[key], *key, chain.entropy_rate,
+                                       chain.unigram_loss, "tied: fraction of the gap left")  # fmt: skip
+
+
+def grid_explorer(
+    curves: dict, gap_map: np.ndarray, grid: np.ndarray, p: float = 0.5, q: float = 0.8
+):
+    """Sliders over the cells of a stored (p, q) grid for :func:`grid_explorer_figure`."""
+    import ipywidgets as w
+
+    style = {"description_width": "initial"}
+    lo, hi, step = float(grid[0]), float(grid[-1]), float(grid[1] - grid[0])
+    sliders = {
+        "p": w.FloatSlider(value=p, min=lo, max=hi, step=step, description="p", style=style),
+        "q": w.FloatSlider(value=q, min=lo, max=hi, step=step, description="q", style=style),
+    }
+
+    def draw(p: float, q: float) -> None:
+        if abs(p + q - 1) < 1e-9:
+            print("p + q = 1: an i.i.d. chain, both loss levels coincide; move a slider.")
+            return
+        grid_explorer_figure(curves, gap_map, grid, p, q)
+        plt.show()
+
+    out = w.interactive_output(draw, sliders)
+    return w.VBox([w.HBox(list(sliders.values())), out])
+
+
+def kernel_explorer_figure(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0) -> Figure:
+    """Softmax, Gaussian and row-normalised Gaussian attention on one random input."""
+    from .experiments import gdd
+
+    return gdd.plot_kernels(gdd.kernel_example(qk_scale=qk_scale, seed=seed, c=c))
+
+
+def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0):
+    """Sliders for the bandwidth c, the scale of W_Q, W_K and the seed of the kernel figure."""
+    import ipywidgets as w
+
+    style = {"description_width": "initial"}
+    sliders = {
+        "c": w.FloatLogSlider(
+            value=c, base=10, min=-1, max=1.5, step=0.05, description="bandwidth c", style=style
+        ),  # fmt: skip
+        "qk_scale": w.FloatLogSlider(
+            value=qk_scale,
+            base=10,
+            min=-1,
+            max=1,
+            step=0.05,
+            description="scale of W_Q, W_K",
+            style=style,
+        ),  # fmt: skip
+        "seed": w.IntSlider(value=seed, min=0, max=20, description="seed", style=style),
+    }
+
+    def draw(c: float, qk_scale: float, seed: int) -> None:
+        kernel_explorer_figure(c, qk_scale, seed)
+        plt.show()
+
+    out = w.interactive_output(draw, sliders)
+    return w.VBox([w.HBox(list(sliders.values())), out])

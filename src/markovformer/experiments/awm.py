@@ -222,6 +222,16 @@ def grid_maps(results, jobs) -> dict[str, np.ndarray]:
     return maps
 
 
+def grid_curves(results, jobs) -> dict[tuple[float, float], dict[str, np.ndarray]]:
+    """Mean exact-loss curve per grid cell and arm: {(p, q): {"tied": curve, "untied": curve}}."""
+    out: dict[tuple[float, float], dict[str, np.ndarray]] = {}
+    for res, (sp, _) in zip(results, jobs, strict=True):
+        key = (float(sp.chain["p"]), float(sp.chain["q"]))
+        arm = "tied" if sp.model.tied else "untied"
+        out.setdefault(key, {})[arm] = np.nanmean(stack(res, "exact_loss"), axis=0)
+    return out
+
+
 def _awm4_figure(results, jobs):
     maps = grid_maps(results, jobs)
     return plotting.plot_grid_maps(

@@ -159,11 +159,14 @@ class StoredExperiment(Experiment):
 # --------------------------------------------------------------------------------------------
 
 
-def kernel_example(n: int = 8, dim: int = 4, qk_scale: float = 1.0, seed: int = 0) -> dict:
-    """Attention matrices of the three non-causal kernels on one random input (same W_Q, W_K)."""
+def kernel_example(
+    n: int = 8, dim: int = 4, qk_scale: float = 1.0, seed: int = 0, c: float = C_DEFAULT
+) -> dict:
+    """Attention matrices of the three non-causal kernels on one random input (same W_Q, W_K);
+    ``c`` is the bandwidth constant of the Gaussian kernels (tau = c sqrt(dim))."""
     out = {}
     for kern in ("softmax", "gaussian", "gaussian-rownorm"):
-        cfg = G.LayerConfig(1, n, dim, 1, kernel=kern, kernel_options=kernel_options(kern))
+        cfg = G.LayerConfig(1, n, dim, 1, kernel=kern, kernel_options=kernel_options(kern, c))
         g = make_generator(seed, "gdd-kernels")
         X, _ = G.random_data(cfg, g)
         params = G.init_params(cfg, g, qk_scale=qk_scale)
