@@ -35,6 +35,18 @@ __all__ = [
 ]
 
 
+def _panel(draw, controls: dict):
+    """The controls in a row above the output of ``draw(**values)``, redrawn on every change."""
+    import ipywidgets as w
+
+    out = w.interactive_output(draw, controls)
+    return w.VBox([w.HBox(list(controls.values())), out])
+
+
+def _style() -> dict:
+    return {"description_width": "initial"}
+
+
 @functools.lru_cache(maxsize=4)
 def loss_grid(resolution: int = 199) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(p, q, entropy rate, unigram loss) on a grid of the open unit square; rows index q."""
@@ -59,7 +71,7 @@ def chain_explorer(p: float = 0.5, q: float = 0.8, seed: int = 0):
     """Sliders for p, q and the seed that redraw :func:`chain_explorer_figure`."""
     import ipywidgets as w
 
-    style = {"description_width": "initial"}
+    style = _style()
     sliders = {
         "p": w.FloatSlider(
             value=p, min=0.01, max=0.99, step=0.01, description="p = Pr(1|0)", style=style
@@ -74,8 +86,7 @@ def chain_explorer(p: float = 0.5, q: float = 0.8, seed: int = 0):
         chain_explorer_figure(p, q, seed)
         plt.show()
 
-    out = w.interactive_output(draw, sliders)
-    return w.VBox([w.HBox(list(sliders.values())), out])
+    return _panel(draw, sliders)
 
 
 def canonical_explorer_figure(
@@ -95,7 +106,7 @@ def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: floa
     """Sliders for p, q and the starting point (e0, w0) of :func:`canonical_explorer_figure`."""
     import ipywidgets as w
 
-    style = {"description_width": "initial"}
+    style = _style()
     sliders = {
         "p": w.FloatSlider(value=p, min=0.05, max=0.95, step=0.05, description="p", style=style),
         "q": w.FloatSlider(value=q, min=0.05, max=0.95, step=0.05, description="q", style=style),
@@ -112,8 +123,7 @@ def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: floa
         canonical_explorer_figure(p, q, e0, w0)
         plt.show()
 
-    out = w.interactive_output(draw, sliders)
-    return w.VBox([w.HBox(list(sliders.values())), out])
+    return _panel(draw, sliders)
 
 
 @functools.lru_cache(maxsize=2)
@@ -152,7 +162,7 @@ def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, measured: 
     """Sliders for p, q, the init scale and the seed of :func:`init_explorer_figure`."""
     import ipywidgets as w
 
-    style = {"description_width": "initial"}
+    style = _style()
     sliders = {
         "p": w.FloatSlider(value=p, min=0.05, max=0.95, step=0.05, description="p", style=style),
         "q": w.FloatSlider(value=q, min=0.05, max=0.95, step=0.05, description="q", style=style),
@@ -175,8 +185,7 @@ def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, measured: 
         init_explorer_figure(p, q, scale, seed, measured=measured)
         plt.show()
 
-    out = w.interactive_output(draw, sliders)
-    return w.VBox([w.HBox(list(sliders.values())), out])
+    return _panel(draw, sliders)
 
 
 def _run_label(row: dict) -> str:
@@ -202,7 +211,7 @@ def run_explorer(rows: list[dict], index: int = 0, step: int = 1000):
     """A run menu and a step slider for :func:`run_explorer_figure` (reads stored runs only)."""
     import ipywidgets as w
 
-    style = {"description_width": "initial"}
+    style = _style()
     last = int(max(r["steps"][-1] for r in rows))
     controls = {
         "index": w.Dropdown(
@@ -221,8 +230,7 @@ def run_explorer(rows: list[dict], index: int = 0, step: int = 1000):
         run_explorer_figure(rows, index, step)
         plt.show()
 
-    out = w.interactive_output(draw, controls)
-    return w.VBox([w.HBox(list(controls.values())), out])
+    return _panel(draw, controls)
 
 
 def grid_explorer_figure(
@@ -244,7 +252,7 @@ def grid_explorer(
     """Sliders over the cells of a stored (p, q) grid for :func:`grid_explorer_figure`."""
     import ipywidgets as w
 
-    style = {"description_width": "initial"}
+    style = _style()
     lo, hi, step = float(grid[0]), float(grid[-1]), float(grid[1] - grid[0])
     sliders = {
         "p": w.FloatSlider(value=p, min=lo, max=hi, step=step, description="p", style=style),
@@ -258,8 +266,7 @@ def grid_explorer(
         grid_explorer_figure(curves, gap_map, grid, p, q)
         plt.show()
 
-    out = w.interactive_output(draw, sliders)
-    return w.VBox([w.HBox(list(sliders.values())), out])
+    return _panel(draw, sliders)
 
 
 def kernel_explorer_figure(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0) -> Figure:
@@ -273,7 +280,7 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0):
     """Sliders for the bandwidth c, the scale of W_Q, W_K and the seed of the kernel figure."""
     import ipywidgets as w
 
-    style = {"description_width": "initial"}
+    style = _style()
     sliders = {
         "c": w.FloatLogSlider(
             value=c, base=10, min=-1, max=1.5, step=0.05, description="bandwidth c", style=style
@@ -294,5 +301,4 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0):
         kernel_explorer_figure(c, qk_scale, seed)
         plt.show()
 
-    out = w.interactive_output(draw, sliders)
-    return w.VBox([w.HBox(list(sliders.values())), out])
+    return _panel(draw, sliders)
