@@ -53,3 +53,4 @@ def test_committed_artifacts_load_and_verify(exp_id):
         assert spec.store(DATA).verify() == []
     summary = exp.summary(results, jobs)
     assert summary
+    json.dumps(summary)  # `markovformer report` prints it as JSON

@@ -337,7 +337,10 @@ def _t_summary(results, jobs) -> dict:
     return {
         "runs": len(rows),
         "outcome = basin predicted from the projected start": agree,
-        "table": [{k: v for k, v in r.items() if k not in ("e", "w")} for r in rows],
+        "table": [
+            {k: v for k, v in r.items() if k not in ("e", "w", "a", "steps", "loss", "rank1")}
+            for r in rows
+        ],
     }
 
 
