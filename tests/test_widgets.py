@@ -119,3 +119,16 @@ def test_more_front_ends_build(build):
         else widgets.kernel_explorer()
     )
     assert len(box.children) == 2
+
+
+def test_dataset_explorer_shows_the_generated_sentences():
+    from markovformer import ntp
+
+    fig = widgets.dataset_explorer_figure(n_tokens=8, n_sentences=4, max_len=5, seed=3)
+    assert fig.axes
+    data = ntp.make_dataset(8, 4, 2, 5, 3)
+    assert len(data) == 4 and data.lengths.max() <= 5
+    with pytest.raises(ValueError, match="max_len"):
+        widgets.dataset_explorer_figure(n_tokens=3, max_len=6)
+    pytest.importorskip("ipywidgets")
+    assert len(widgets.dataset_explorer().children) == 2

@@ -32,6 +32,8 @@ __all__ = [
     "grid_explorer",
     "kernel_explorer_figure",
     "kernel_explorer",
+    "dataset_explorer_figure",
+    "dataset_explorer",
 ]
 
 
@@ -299,6 +301,42 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0):
 
     def draw(c: float, qk_scale: float, seed: int) -> None:
         kernel_explorer_figure(c, qk_scale, seed)
+        plt.show()
+
+    return _panel(draw, sliders)
+
+
+def dataset_explorer_figure(
+    n_tokens: int = 8, n_sentences: int = 6, max_len: int = 6, seed: int = 6
+) -> Figure:
+    """Schematic of a realisable next-token dataset drawn by :func:`markovformer.ntp.make_dataset`
+    (sentences of length 2..max_len, the optimal token framed, the collocation on the right)."""
+    from . import ntp
+    from .experiments import ntp as ntpx
+
+    data = ntp.make_dataset(n_tokens, n_sentences, 2, max_len, seed)
+    return ntpx.plot_dataset_schematic(data, n_show=n_sentences)
+
+
+def dataset_explorer(n_tokens: int = 8, n_sentences: int = 6, max_len: int = 6, seed: int = 6):
+    """Sliders for the vocabulary size, the number and length of sentences, and the seed."""
+    import ipywidgets as w
+
+    style = _style()
+    sliders = {
+        "n_tokens": w.IntSlider(value=n_tokens, min=3, max=16, description="tokens K", style=style),
+        "n_sentences": w.IntSlider(
+            value=n_sentences, min=1, max=10, description="sentences", style=style
+        ),  # fmt: skip
+        "max_len": w.IntSlider(value=max_len, min=2, max=10, description="longest", style=style),
+        "seed": w.IntSlider(value=seed, min=0, max=40, description="seed", style=style),
+    }
+
+    def draw(n_tokens: int, n_sentences: int, max_len: int, seed: int) -> None:
+        if max_len > n_tokens:
+            print(f"a sentence has distinct tokens: the longest can have at most K = {n_tokens}")
+            return
+        dataset_explorer_figure(n_tokens, n_sentences, max_len, seed)
         plt.show()
 
     return _panel(draw, sliders)
