@@ -132,3 +132,12 @@ def test_dataset_explorer_shows_the_generated_sentences():
         widgets.dataset_explorer_figure(n_tokens=3, max_len=6)
     pytest.importorskip("ipywidgets")
     assert len(widgets.dataset_explorer().children) == 2
+
+
+@pytest.mark.parametrize("point", [(1.0, -1.0, 0.0), (0.9, -1.2, 0.8)])
+def test_reduction_explorer_is_exact(point):
+    fig = widgets.reduction_explorer_figure(*point, length=64)
+    diff = float(fig.axes[1].get_title().split("=")[1])
+    assert diff < 1e-10
+    pytest.importorskip("ipywidgets")
+    assert len(widgets.reduction_explorer().children) == 2

@@ -778,3 +778,38 @@ def plot_grid_explorer(
     ax2.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig
+
+
+def plot_reduction(
+    bits: np.ndarray,
+    logit_full: np.ndarray,
+    logit_canon: np.ndarray,
+    p: float,
+    q: float,
+    title: str = "",
+) -> Figure:
+    """A rank-one transformer against the canonical model on one sequence: predicted
+    Pr(next = 1) along the positions (left, with the chain's true conditional probabilities) and
+    the two models' logits against each other (right)."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 3.8), width_ratios=[2.2, 1])
+    n = np.arange(len(bits))
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    truth = np.where(bits == 1, 1 - q, p)
+    ax.step(n, truth, where="mid", color="gray", lw=1, label="true Pr(next = 1 | current bit)")
+    ax.plot(n, sig(logit_full), color="C0", lw=1.6, label="full transformer (rank one)")
+    ax.plot(n, sig(logit_canon), "o", ms=2.5, color="C3", label="canonical model")
+    ax.set_ylim(-0.03, 1.22)
+    ax.set_xlabel("position n")
+    ax.set_ylabel("predicted Pr(x_{n+1} = 1)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper right", ncol=3)
+    ax2.plot(logit_canon, logit_full, "o", ms=3, color="C0")
+    lim = float(np.max(np.abs(np.r_[logit_full, logit_canon]))) * 1.1 + 1e-3
+    ax2.plot([-lim, lim], [-lim, lim], color="gray", lw=0.8, ls=":")
+    ax2.set_xlim(-lim, lim)
+    ax2.set_ylim(-lim, lim)
+    ax2.set_xlabel("canonical logit")
+    ax2.set_ylabel("full-model logit")
+    ax2.set_title(f"max |difference| = {np.max(np.abs(logit_full - logit_canon)):.1e}", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -34,6 +34,8 @@ __all__ = [
     "kernel_explorer",
     "dataset_explorer_figure",
     "dataset_explorer",
+    "reduction_explorer_figure",
+    "reduction_explorer",
 ]
 
 
@@ -337,6 +339,50 @@ def dataset_explorer(n_tokens: int = 8, n_sentences: int = 6, max_len: int = 6, 
             print(f"a sentence has distinct tokens: the longest can have at most K = {n_tokens}")
             return
         dataset_explorer_figure(n_tokens, n_sentences, max_len, seed)
+        plt.show()
+
+    return _panel(draw, sliders)
+
+
+def reduction_explorer_figure(
+    e: float = 1.0, w: float = -1.0, a: float = 0.0, p: float = 0.5, q: float = 0.8,
+    seed: int = 0, length: int = 96,
+) -> Figure:  # fmt: skip
+    """The full transformer realising (e, w, a) exactly (rank-one weights, d = 8, uniform
+    attention) against the canonical model, on one sampled sequence of the chain (p, q)."""
+    from .canonical import CanonicalModel
+    from .init import rank_one_
+    from .model import MarkovTransformer, TransformerConfig
+
+    x = BinaryChain(p, q).sample(1, length, generator=torch.Generator().manual_seed(seed))
+    full = MarkovTransformer(TransformerConfig(d=8, seq_len=length), 1).double()
+    rank_one_(full, [0], e=e, w=w, a=a)
+    canon = CanonicalModel(1, attention=a != 0).double().set_(e, w, 0.0, a if a != 0 else None)
+    with torch.no_grad():
+        lf, lc = full(x[None])[0, 0].numpy(), canon(x[None])[0, 0].numpy()
+    title = f"(e, w, a) = ({e:g}, {w:g}, {a:g}) on the chain ({p:g}, {q:g})"
+    return plotting.plot_reduction(x[0].numpy(), lf, lc, p, q, title)
+
+
+def reduction_explorer(e: float = 1.0, w: float = -1.0, a: float = 0.0):
+    """Sliders for the canonical point (e, w, a) and the chain of :func:`reduction_explorer_figure`."""
+    import ipywidgets as wd
+
+    style = _style()
+
+    def slider(name, value, lo, hi, step=0.05):
+        return wd.FloatSlider(value=value, min=lo, max=hi, step=step, description=name, style=style)
+
+    sliders = {
+        "e": slider("e", e, 0.0, 2.5),
+        "w": slider("w", w, -2.5, 2.5),
+        "a": slider("a", a, -2.0, 2.0),
+        "p": slider("p", 0.5, 0.05, 0.95),
+        "q": slider("q", 0.8, 0.05, 0.95),
+    }
+
+    def draw(e: float, w: float, a: float, p: float, q: float) -> None:
+        reduction_explorer_figure(e, w, a, p, q)
         plt.show()
 
     return _panel(draw, sliders)
