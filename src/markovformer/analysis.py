@@ -20,6 +20,7 @@ __all__ = [
     "on_plateau",
     "final_loss",
     "succeeded",
+    "first_within",
     "gap_fraction",
     "mean_std",
     "outcome",
@@ -55,6 +56,17 @@ def final_loss(curves: np.ndarray, window: int = 20) -> np.ndarray:
 def succeeded(curves: np.ndarray, rate: float, tol: float = 0.005, window: int = 20) -> np.ndarray:
     """True for curves whose final loss is within ``tol`` of the entropy rate."""
     return final_loss(curves, window) <= rate + tol
+
+
+def first_within(
+    curves: np.ndarray, level: float, tol: float = 0.005, window: int = 20
+) -> list[int | None]:
+    """For each curve, the first step (1-based) at which the mean of the last ``window`` steps is
+    within ``tol`` of ``level`` (the step that ends that window); None if it never is."""
+    curves = np.atleast_2d(curves)
+    running = np.lib.stride_tricks.sliding_window_view(curves, window, axis=1).mean(-1)
+    hit = np.abs(running - level) <= tol
+    return [int(np.argmax(h)) + window if h.any() else None for h in hit]
 
 
 def gap_fraction(loss: np.ndarray, unigram: np.ndarray, rate: np.ndarray) -> np.ndarray:

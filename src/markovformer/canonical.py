@@ -51,6 +51,7 @@ __all__ = [
     "energy",
     "separatrix",
     "basin_label",
+    "basin_probabilities",
     "FlowResult",
     "gradient_flow",
     "gradient_flow_3d",
@@ -118,6 +119,19 @@ def basin_label(e, w, switching: bool):
         local = (w < W_SADDLE) & inside
     label = np.where(local | (e == 0), 0, 1)
     return label.astype(np.int8)
+
+
+def basin_probabilities(scales, n: int = 1_000_000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Monte-Carlo probability that (e0, w0) ~ N(0, s^2 I) lies in the global basin, for each
+    scale s, in both regimes: ``{"scale", "switching", "sticky"}`` (n samples per scale, drawn in
+    turn from one generator seeded with ``seed``)."""
+    rng = np.random.default_rng(seed)
+    out = {"scale": np.asarray(scales, dtype=float), "switching": [], "sticky": []}
+    for s in out["scale"]:
+        e, w = rng.normal(0, s, size=(2, n))
+        out["switching"].append(basin_label(e, w, switching=True).mean())
+        out["sticky"].append(basin_label(e, w, switching=False).mean())
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 class CanonicalLandscape:

@@ -131,14 +131,12 @@ def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: floa
 
 
 @functools.lru_cache(maxsize=2)
-def _basin_curve(switching: bool, n: int = 20_000, seed: int = 0) -> dict[str, np.ndarray]:
+def _basin_curve(switching: bool, n: int = 20_000) -> dict[str, np.ndarray]:
     """Pr((e0, w0) ~ N(0, s^2 I) lies in the global basin) on a log grid of scales."""
-    from .canonical import basin_label
+    from .canonical import basin_probabilities
 
-    scales = np.geomspace(0.01, 5.0, 60)
-    z = np.random.default_rng(seed).standard_normal((2, n))
-    prob = [basin_label(s * z[0], s * z[1], switching).mean() for s in scales]
-    return {"scale": scales, "global": np.asarray(prob)}
+    prob = basin_probabilities(np.geomspace(0.01, 5.0, 60), n=n)
+    return {"scale": prob["scale"], "global": prob["switching" if switching else "sticky"]}
 
 
 def init_explorer_figure(

@@ -176,40 +176,42 @@ def _scale_jobs(n_seeds, steps):
     ]
 
 
-def scale_table(results, jobs) -> dict:
-    """Per chain: success fraction by scale, and the fraction predicted by the canonical basins of
-    the projected starting points (e, w) of the same runs."""
+def scale_table(results, jobs, n_canonical: int = 200_000) -> dict:
+    """Per chain, by scale: the success fraction; the fraction predicted by the canonical basins of
+    the projected starting points (e, w) of the same runs; the canonical probability for
+    (e0, w0) ~ N(0, s^2 I) (``n_canonical`` samples); and the median escape step of the runs
+    that escaped the unigram plateau (None if none did)."""
     out = {}
     for res, (sp, _) in zip(results, jobs, strict=True):
         p, q = sp.chain["p"], sp.chain["q"]
         s = dict(sp.init_kwargs).get("std", 0.02)
-        rate, _ = _levels(p, q)
+        rate, uni = _levels(p, q)
         curves = stack(res, "exact_loss")
         ok = analysis.succeeded(np.nan_to_num(curves, nan=np.inf), rate)
         e0, w0 = stack(res, "diag/canon/e")[:, 0], stack(res, "diag/canon/w")[:, 0]
         predicted = C.basin_label(e0, w0, switching=p + q > 1)
         failed = stack(res, "failed_step") >= 0
-        row = out.setdefault(
-            (p, q), {"scale": [], "success": [], "predicted": [], "nan_runs": [], "runs": []}
-        )
+        escaped = [t for t in (analysis.escape_step(c, uni, rate) for c in curves) if t is not None]
+        row = out.setdefault((p, q), {"scale": [], "success": [], "predicted": [],
+                                      "median_escape_step": [], "nan_runs": [], "runs": []})  # fmt: skip
         row["scale"].append(s)
         row["success"].append(float(ok.mean()))
         row["predicted"].append(float(predicted.mean()))
+        row["median_escape_step"].append(float(np.median(escaped)) if escaped else None)
         row["nan_runs"].append(int(failed.sum()))
         row["runs"].append(int(curves.shape[0]))
+    for (p, q), row in out.items():
+        canon = C.basin_probabilities(row["scale"], n=n_canonical)
+        row["canonical"] = [float(v) for v in canon["switching" if p + q > 1 else "sticky"]]
     return out
 
 
 def _scale_figure(results, jobs):
     import matplotlib.pyplot as plt
 
-    from .l2g import basin_probabilities
-
     table = scale_table(results, jobs)
-    canon = basin_probabilities(n=200_000, scales=SCALES)
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.8))
     for ax, ((p, q), row) in zip(axes, table.items(), strict=True):
-        key = "switching" if p + q > 1 else "sticky"
         ax.plot(
             row["scale"],
             row["success"],
@@ -225,8 +227,8 @@ def _scale_figure(results, jobs):
             label="canonical basin of the projected start",
         )
         ax.plot(
-            canon["scale"],
-            canon[key],
+            row["scale"],
+            row["canonical"],
             "^:",
             color="C3",
             label="canonical model, (e0, w0) ~ N(0, s^2 I)",

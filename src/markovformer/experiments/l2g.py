@@ -458,14 +458,8 @@ BASIN_SCALES = (0.02, 0.1, 0.5, 1.0, 2.0, 3.0)
 def basin_probabilities(
     n: int = 1_000_000, seed: int = 0, scales=BASIN_SCALES
 ) -> dict[str, np.ndarray]:
-    """Monte-Carlo probability that (e0, w0) ~ N(0, s^2 I) lies in the global basin."""
-    rng = np.random.default_rng(seed)
-    out = {"scale": np.asarray(scales, dtype=float), "switching": [], "sticky": []}
-    for s in scales:
-        e, w = rng.normal(0, s, size=(2, n))
-        out["switching"].append(C.basin_label(e, w, switching=True).mean())
-        out["sticky"].append(C.basin_label(e, w, switching=False).mean())
-    return {k: np.asarray(v) for k, v in out.items()}
+    """:func:`markovformer.canonical.basin_probabilities` at the scales of the SPEC table."""
+    return C.basin_probabilities(scales, n=n, seed=seed)
 
 
 def _basins_figure(results, jobs):
