@@ -10,10 +10,19 @@ figure, which is what a reader waits for after moving a slider.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-import numpy as np
+import matplotlib
 
-from markovformer import canonical as C
+matplotlib.use("Agg")  # render to pixels without a display, as the inline backend does
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from markovformer import canonical as C  # noqa: E402
+from markovformer import experiments, widgets  # noqa: E402
+from markovformer.experiments import l2g  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / "book" / "data"
 
 
 def best_of(fn, repeats: int = 7) -> float:
@@ -50,12 +59,6 @@ def main() -> None:
 def redraws() -> None:
     """One slider move = build the figure and render it; the Agg canvas stands in for the inline
     backend's PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from markovformer import widgets
 
     def redraw(fn, **kw):
         def run():
@@ -72,13 +75,7 @@ def redraws() -> None:
     ):
         t = best_of(redraw(fn, **kw), repeats=3)
         print(f"widget redraw, {name}  : {t * 1e3:7.1f} ms")
-    from pathlib import Path
-
-    from markovformer import experiments
-    from markovformer.experiments import l2g
-
-    data = Path(__file__).resolve().parents[1] / "book" / "data"
-    rows = l2g.trajectory_table(*experiments.get("l2g-t").load(data))
+    rows = l2g.trajectory_table(*experiments.get("l2g-t").load(DATA))
     t = best_of(redraw(widgets.run_explorer_figure, rows=rows, index=10, step=600), repeats=3)
     print(f"widget redraw, chapter 4, run_explorer        : {t * 1e3:7.1f} ms")
 

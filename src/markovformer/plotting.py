@@ -792,12 +792,13 @@ def plot_reduction(
     Pr(next = 1) along the positions (left, with the chain's true conditional probabilities) and
     the two models' logits against each other (right)."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 3.8), width_ratios=[2.2, 1])
+    from scipy.special import expit
+
     n = np.arange(len(bits))
-    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     truth = np.where(bits == 1, 1 - q, p)
     ax.step(n, truth, where="mid", color="gray", lw=1, label="true Pr(next = 1 | current bit)")
-    ax.plot(n, sig(logit_full), color="C0", lw=1.6, label="full transformer (rank one)")
-    ax.plot(n, sig(logit_canon), "o", ms=2.5, color="C3", label="canonical model")
+    ax.plot(n, expit(logit_full), color="C0", lw=1.6, label="full transformer (rank one)")
+    ax.plot(n, expit(logit_canon), "o", ms=2.5, color="C3", label="canonical model")
     ax.set_ylim(-0.03, 1.22)
     ax.set_xlabel("position n")
     ax.set_ylabel("predicted Pr(x_{n+1} = 1)")

@@ -51,6 +51,22 @@ def _style() -> dict:
     return {"description_width": "initial"}
 
 
+def _slider(description: str, value: float, lo: float, hi: float, step: float = 0.05):
+    """A float slider on [lo, hi]."""
+    import ipywidgets as w
+
+    return w.FloatSlider(value=value, min=lo, max=hi, step=step, description=description,
+                         style=_style())  # fmt: skip
+
+
+def _log_slider(description: str, value: float, lo_exp: float, hi_exp: float):
+    """A float slider from 10**lo_exp to 10**hi_exp, logarithmic."""
+    import ipywidgets as w
+
+    return w.FloatLogSlider(value=value, base=10, min=lo_exp, max=hi_exp, step=0.05,
+                            description=description, style=_style())  # fmt: skip
+
+
 @functools.lru_cache(maxsize=4)
 def loss_grid(resolution: int = 199) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(p, q, entropy rate, unigram loss) on a grid of the open unit square; rows index q."""
@@ -164,20 +180,11 @@ def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, measured: 
     """Sliders for p, q, the init scale and the seed of :func:`init_explorer_figure`."""
     import ipywidgets as w
 
-    style = _style()
     sliders = {
-        "p": w.FloatSlider(value=p, min=0.05, max=0.95, step=0.05, description="p", style=style),
-        "q": w.FloatSlider(value=q, min=0.05, max=0.95, step=0.05, description="q", style=style),
-        "scale": w.FloatLogSlider(
-            value=scale,
-            base=10,
-            min=-2,
-            max=0.6,
-            step=0.05,
-            description="init scale s",
-            style=style,
-        ),  # fmt: skip
-        "seed": w.IntSlider(value=0, min=0, max=20, description="seed", style=style),
+        "p": _slider("p", p, 0.05, 0.95),
+        "q": _slider("q", q, 0.05, 0.95),
+        "scale": _log_slider("init scale s", scale, -2, 0.6),
+        "seed": w.IntSlider(value=0, min=0, max=20, description="seed", style=_style()),
     }
 
     def draw(p: float, q: float, scale: float, seed: int) -> None:
@@ -252,14 +259,8 @@ def grid_explorer(
     curves: dict, gap_map: np.ndarray, grid: np.ndarray, p: float = 0.5, q: float = 0.8
 ):
     """Sliders over the cells of a stored (p, q) grid for :func:`grid_explorer_figure`."""
-    import ipywidgets as w
-
-    style = _style()
     lo, hi, step = float(grid[0]), float(grid[-1]), float(grid[1] - grid[0])
-    sliders = {
-        "p": w.FloatSlider(value=p, min=lo, max=hi, step=step, description="p", style=style),
-        "q": w.FloatSlider(value=q, min=lo, max=hi, step=step, description="q", style=style),
-    }
+    sliders = {"p": _slider("p", p, lo, hi, step), "q": _slider("q", q, lo, hi, step)}
 
     def draw(p: float, q: float) -> None:
         if abs(p + q - 1) < 1e-9:
@@ -282,21 +283,10 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0):
     """Sliders for the bandwidth c, the scale of W_Q, W_K and the seed of the kernel figure."""
     import ipywidgets as w
 
-    style = _style()
     sliders = {
-        "c": w.FloatLogSlider(
-            value=c, base=10, min=-1, max=1.5, step=0.05, description="bandwidth c", style=style
-        ),  # fmt: skip
-        "qk_scale": w.FloatLogSlider(
-            value=qk_scale,
-            base=10,
-            min=-1,
-            max=1,
-            step=0.05,
-            description="scale of W_Q, W_K",
-            style=style,
-        ),  # fmt: skip
-        "seed": w.IntSlider(value=seed, min=0, max=20, description="seed", style=style),
+        "c": _log_slider("bandwidth c", c, -1, 1.5),
+        "qk_scale": _log_slider("scale of W_Q, W_K", qk_scale, -1, 1),
+        "seed": w.IntSlider(value=seed, min=0, max=20, description="seed", style=_style()),
     }
 
     def draw(c: float, qk_scale: float, seed: int) -> None:
@@ -364,19 +354,12 @@ def reduction_explorer_figure(
 
 def reduction_explorer(e: float = 1.0, w: float = -1.0, a: float = 0.0):
     """Sliders for the canonical point (e, w, a) and the chain of :func:`reduction_explorer_figure`."""
-    import ipywidgets as wd
-
-    style = _style()
-
-    def slider(name, value, lo, hi, step=0.05):
-        return wd.FloatSlider(value=value, min=lo, max=hi, step=step, description=name, style=style)
-
     sliders = {
-        "e": slider("e", e, 0.0, 2.5),
-        "w": slider("w", w, -2.5, 2.5),
-        "a": slider("a", a, -2.0, 2.0),
-        "p": slider("p", 0.5, 0.05, 0.95),
-        "q": slider("q", 0.8, 0.05, 0.95),
+        "e": _slider("e", e, 0.0, 2.5),
+        "w": _slider("w", w, -2.5, 2.5),
+        "a": _slider("a", a, -2.0, 2.0),
+        "p": _slider("p", 0.5, 0.05, 0.95),
+        "q": _slider("q", 0.8, 0.05, 0.95),
     }
 
     def draw(e: float, w: float, a: float, p: float, q: float) -> None:

@@ -337,8 +337,8 @@ def _t_summary(results, jobs) -> dict:
     return {
         "runs": len(rows),
         "outcome = basin predicted from the projected start": agree,
-        "table": [
-            {k: v for k, v in r.items() if k not in ("e", "w", "a", "steps", "loss", "rank1")}
+        "table": [  # the scalar columns; the per-step arrays are for figures
+            {k: v for k, v in r.items() if not isinstance(v, (np.ndarray, dict, type(None)))}
             for r in rows
         ],
     }
