@@ -273,18 +273,14 @@ def trajectory_table(results, jobs) -> list[dict]:
                     "outcome": "global" if reached else ("unigram" if stuck else "neither"),
                     "e": e,
                     "w": w,
-                    "a": rec["diag/canon/a"].astype(float) if "diag/canon/a" in rec else None,
+                    "a": rec["diag/canon/a"].astype(float),
                     "qk_norm": float(
                         np.linalg.norm(rec["final/wq"]) * np.linalg.norm(rec["final/wk"])
-                    )
-                    if "final/wq" in rec and "final/wk" in rec
-                    else float("nan"),
+                    ),
                     "steps": rec["diagnostic_steps"].astype(int),
                     "loss": rec["exact_loss"].astype(float),
                     "rank1": {
-                        k: rec[f"diag/rank1/{k}"].astype(float)
-                        for k in ("w1", "w2", "pos", "wv")
-                        if f"diag/rank1/{k}" in rec
+                        k: rec[f"diag/rank1/{k}"].astype(float) for k in ("w1", "w2", "pos", "wv")
                     },
                 }
             )
@@ -338,8 +334,7 @@ def _t_summary(results, jobs) -> dict:
         "runs": len(rows),
         "outcome = basin predicted from the projected start": agree,
         "table": [  # the scalar columns; the per-step arrays are for figures
-            {k: v for k, v in r.items() if not isinstance(v, (np.ndarray, dict, type(None)))}
-            for r in rows
+            {k: v for k, v in r.items() if not isinstance(v, (np.ndarray, dict))} for r in rows
         ],
     }
 
