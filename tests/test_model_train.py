@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from markovformer.init import gaussian_
+from markovformer.init import gaussian_, initialise
 from markovformer.kernels import SoftmaxKernel, get_kernel
 from markovformer.markov import BinaryChain, LagChain, symmetric_chain
 from markovformer.model import MarkovTransformer, TransformerConfig
-from markovformer.train import TrainConfig, one_cycle_lr, train
+from markovformer.train import SCHEDULE_ENDS, TrainConfig, one_cycle_lr, train
 
 SMALL = TransformerConfig(d=8, seq_len=32)
 
@@ -124,6 +124,33 @@ def test_gaussian_init_is_per_seed_and_has_the_right_scale():
         gaussian_(a, [1])
 
 
+@pytest.mark.parametrize("depth", [1, 4])
+def test_gaussian_init_scales_the_residual_projections_as_the_authors_code(depth):
+    """W_O and W_2 ("c_proj") get 0.02 / sqrt(2 * depth); every other matrix 0.02 (SPEC 2)."""
+    m = MarkovTransformer(TransformerConfig(d=16, seq_len=256, depth=depth), 2)
+    gaussian_(m, [0, 1])
+    proj = 0.02 / math.sqrt(2 * depth)
+    for name, want in (("wq", 0.02), ("w1", 0.02), ("emb", 0.02), ("wo", proj), ("w2", proj)):
+        got = getattr(m, name).std().item()
+        assert got == pytest.approx(want, rel=0.06), name
+    flat = MarkovTransformer(TransformerConfig(d=16, seq_len=256, depth=depth), 2)
+    gaussian_(flat, [0, 1], residual="flat")
+    assert flat.w2.std().item() == pytest.approx(0.02, rel=0.06)
+    # same stream: the flat draw is the scaled one times sqrt(2 * depth)
+    torch.testing.assert_close(flat.wo * proj / 0.02, m.wo, rtol=1e-6, atol=0)
+    torch.testing.assert_close(flat.wq, m.wq, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="residual must be one of .*'gpt2'.*got 'nope'"):
+        gaussian_(m, [0, 1], residual="nope")
+
+
+def test_guideline_and_authors_inits_draw_attention_output_like_the_default_init():
+    for init in ("guideline", "authors_good"):
+        m = MarkovTransformer(TransformerConfig(d=32, seq_len=16), 1)
+        initialise(m, [3], init)
+        assert m.wq.std().item() == pytest.approx(0.02, rel=0.1), init
+        assert m.wo.std().item() == pytest.approx(0.02 / math.sqrt(2), rel=0.1), init
+
+
 def test_softmax_kernel_weights_agree_with_fused_apply():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 1, 10, 4, generator=g, dtype=torch.float64) for _ in range(3))
@@ -138,13 +165,24 @@ def test_one_cycle_schedule_matches_torch():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([p], lr=2e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=2e-3, total_steps=1000, pct_start=0.02, anneal_strategy="cos",
-        cycle_momentum=False, div_factor=100, final_div_factor=0.1,
-    )  # fmt: skip
+        opt,
+        max_lr=2e-3,
+        total_steps=1000,
+        pct_start=0.02,
+        anneal_strategy="cos",
+        cycle_momentum=False,
+        div_factor=100,
+        final_div_factor=0.05,
+    )  # fmt: skip  (the authors' schedule, SPEC section 2)
     for t in range(1000):
         assert one_cycle_lr(t, 1000, 2e-3) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
         opt.step()
         sched.step()
+    tc = TrainConfig()
+    assert tc.final_div_factor == SCHEDULE_ENDS["authors"]
+    assert one_cycle_lr(999, 1000, tc.lr) == pytest.approx(0.2 * tc.lr, rel=1e-12)
+    end = one_cycle_lr(999, 1000, tc.lr, final_div_factor=SCHEDULE_ENDS["tenth"])
+    assert end == pytest.approx(0.1 * tc.lr, rel=1e-12)
 
 
 def test_training_learns_a_sticky_chain_and_logs_exact_loss():

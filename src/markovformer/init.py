@@ -36,30 +36,62 @@ __all__ = [
     "rank_one_energy",
     "GUIDELINE_E",
     "GUIDELINE_W",
+    "RESIDUAL_STYLES",
+    "residual_std",
 ]
 
 #: the guideline's default point: in the global basin for p + q > 1 (w < -1/sqrt 2), far from the
 #: separatrix (energy 1 - 1 - ln 1 = 0 > E_saddle); chapter 5 motivates the choice
 GUIDELINE_E, GUIDELINE_W = 1.0, -1.0
 
+#: How a Gaussian init draws the two residual output projections (attention W_O and MLP W_2):
+#: "gpt2", the authors' code (models/base.py: std / sqrt(2 * depth) for every "c_proj", the
+#: default); "flat", the same std as every other matrix (the book's init before this was fixed).
+RESIDUAL_STYLES = ("gpt2", "flat")
+_RESIDUAL_PROJECTIONS = ("wo", "w2")
+
+
+def residual_std(std: float, depth: int, residual: str = "gpt2") -> float:
+    """Standard deviation of W_O and W_2 under a Gaussian init of scale ``std``."""
+    if residual not in RESIDUAL_STYLES:
+        raise ValueError(f"residual must be one of {RESIDUAL_STYLES}, got {residual!r}")
+    return std / math.sqrt(2 * depth) if residual == "gpt2" else std
+
 
 @torch.no_grad()
-def gaussian_(model: MarkovTransformer, seeds: Sequence[int], std: float = 0.02) -> None:
-    """The default init of the papers' code: every matrix and embedding ~ N(0, std^2), bias 0.
+def gaussian_(
+    model: MarkovTransformer, seeds: Sequence[int], std: float = 0.02, residual: str = "gpt2"
+) -> None:
+    """The default init of the papers' code (GPT-2 style, SPEC section 2): every matrix and
+    embedding ~ N(0, std^2), except the residual output projections W_O and W_2, which get
+    std / sqrt(2 * depth) (``residual="gpt2"``; ``"flat"`` gives them std too); bias 0.
 
     Draws, for each run, in the fixed parameter order of the model, from the run's "init"
-    stream, so the result depends only on (seed, std, architecture).
+    stream, so the result depends only on (seed, std, residual, architecture).
     """
     _check_seeds(model, seeds)
     if isinstance(std, bool) or not isinstance(std, (int, float)) or not std >= 0:
         raise ValueError(f"std must be a number >= 0, got {std!r}")
+    proj_std = residual_std(std, model.config.depth, residual)
     for r, seed in enumerate(seeds):
         gen = make_generator(seed, "init")
         for name, p in model.named_run_parameters().items():
             if name == "bias":
                 p[r].zero_()
             else:
-                p[r].copy_(torch.randn(p.shape[1:], generator=gen) * std)
+                scale = proj_std if name in _RESIDUAL_PROJECTIONS else std
+                p[r].copy_(torch.randn(p.shape[1:], generator=gen) * scale)
+
+
+def _default_attention_(model, r: int, layer: int | None, gen, std: float, residual: str) -> None:
+    """Attention matrices of run r (one layer, or all if None) at the default Gaussian init."""
+    proj_std = residual_std(std, model.config.depth, residual)
+    for wname in ("wq", "wk", "wv", "wo"):
+        par = getattr(model, wname)
+        if par is not None:
+            target = par[r] if layer is None else par[r, layer]
+            scale = proj_std if wname == "wo" else std
+            target.copy_(torch.randn(target.shape, generator=gen) * scale)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -76,6 +108,7 @@ def rank_one_(
     attention: str = "zero",
     attention_std: float = 0.02,
     direction: str = "signs",
+    residual: str = "gpt2",
 ) -> None:
     """Rank-one init realising the canonical point (e, w[, a]) exactly (module docstring).
 
@@ -88,8 +121,8 @@ def rank_one_(
     * "gaussian": alpha uniform on the sphere and beta = 2 |g|/|g| for a Gaussian g: rank one, but
       Adam's steps along sign(alpha) sign(beta)^T add a second direction (chapter 3).
     ``attention``: "zero" (W_Q = W_K = W_O = 0 and W_V = a alpha alpha^T: exactly the canonical
-    model, the 3-D one if a != 0), or "gaussian" (all four attention matrices N(0, attention_std^2),
-    as in the authors' code, which leaves attention at its default init).
+    model, the 3-D one if a != 0), or "gaussian" (attention at the default Gaussian init of scale
+    ``attention_std``, W_O drawn as ``residual`` says, as in the authors' code).
     """
     _check_seeds(model, seeds)
     cfg = model.config
@@ -131,10 +164,7 @@ def rank_one_(
                 elif a != 0:
                     raise ValueError("a != 0 needs the attention output projection W_O")
             else:
-                for wname in ("wq", "wk", "wv", "wo"):
-                    par = getattr(model, wname)
-                    if par is not None:
-                        par[r, layer] = torch.randn(d, d, generator=gen) * attention_std
+                _default_attention_(model, r, layer, gen, attention_std, residual)
         if model.out is not None:
             model.out[r] = e_abs * alpha
         model.bias[r] = 0.0
@@ -147,6 +177,7 @@ def guideline_(
     e: float = GUIDELINE_E,
     w: float = GUIDELINE_W,
     attention_std: float = 0.02,
+    residual: str = "gpt2",
 ) -> None:
     """The L2G guideline for p + q > 1: start rank one *in the global basin* (w < -1/sqrt 2), the
     MLP opposing the skip path (W_2 = -W_1^T), positions -e/2, attention at its default init.
@@ -155,12 +186,17 @@ def guideline_(
     """
     if not w < -1 / math.sqrt(2):
         raise ValueError(f"the guideline needs w < -1/sqrt(2) = -0.7071, got w={w!r}")
-    rank_one_(model, seeds, e=e, w=w, attention="gaussian", attention_std=attention_std)
+    rank_one_(
+        model, seeds, e=e, w=w, attention="gaussian", attention_std=attention_std, residual=residual
+    )
 
 
 @torch.no_grad()
 def authors_good_(
-    model: MarkovTransformer, seeds: Sequence[int], attention_std: float = 0.02
+    model: MarkovTransformer,
+    seeds: Sequence[int],
+    attention_std: float = 0.02,
+    residual: str = "gpt2",
 ) -> None:
     """The constant "good" init of the authors' code for p + q > 1 (commit 5807025 of
     Bond1995/Markov): every entry of e = 0.5, of p_n = -0.25, of W_1 = +1, of W_2 = -1; attention
@@ -177,10 +213,7 @@ def authors_good_(
         model.pos[r] = -0.25
         model.w1[r] = 1.0
         model.w2[r] = -1.0
-        for wname in ("wq", "wk", "wv", "wo"):
-            par = getattr(model, wname)
-            if par is not None:
-                par[r] = torch.randn(par.shape[1:], generator=gen) * attention_std
+        _default_attention_(model, r, None, gen, attention_std, residual)
         if model.out is not None:
             model.out[r] = 0.5
         model.bias[r] = 0.0

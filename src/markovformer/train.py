@@ -2,8 +2,9 @@
 
 Defaults are the settings of the authors' L2G code (SPEC section 2): AdamW with betas (0.9, 0.95),
 lr 2e-3, weight decay 1e-3 on the weight matrices and the token embedding (not on positions or the
-bias), a one-cycle cosine schedule with 2% warm-up, batch 16, N = 1024, fresh sequences from the
-chain at every step, 1000 steps.
+bias), torch's one-cycle cosine schedule with 2% warm-up from 2e-5 to the peak 2e-3 and down to
+4e-4 = 0.2 x peak (``div_factor=100, final_div_factor=0.05``), batch 16, N = 1024, fresh sequences
+from the chain at every step, 1000 steps. ``SCHEDULE_ENDS`` names the other end the book compares.
 
 Logged at every step t = 1..T and for every run, on the fresh batch used by update t (before it):
 
@@ -33,7 +34,13 @@ from .markov import BinaryChain, MarkovChain, binary_chains_from_uniforms, binar
 from .model import MarkovTransformer, TransformerConfig
 from .rng import make_generator
 
-__all__ = ["TrainConfig", "TrainResult", "train", "one_cycle_lr", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "train", "one_cycle_lr", "resolve_device", "SCHEDULE_ENDS"]
+
+#: Named ends of the one-cycle schedule, as ``final_div_factor`` (final lr = peak / (div_factor *
+#: final_div_factor)): "authors" ends at 0.2 x peak, as the authors' code (OneCycleLR with
+#: div_factor=100, final_div_factor=0.05; the default); "tenth" ends at 0.1 x peak, the book's
+#: schedule before it was corrected (chapter 5 compares the two).
+SCHEDULE_ENDS = {"authors": 0.05, "tenth": 0.1}
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class TrainConfig:
     schedule: str = "one-cycle-cos"  # "one-cycle-cos", "one-cycle-linear" or "constant"
     warmup_frac: float = 0.02
     div_factor: float = 100.0  # initial lr = lr / div_factor
-    final_div_factor: float = 0.1  # final lr = initial lr / final_div_factor
+    final_div_factor: float = 0.05  # final lr = initial lr / final_div_factor (SCHEDULE_ENDS)
     grad_clip: float | None = None  # per-run gradient-norm clipping (runs never share a norm)
     probe_steps: tuple[int, ...] = ()
     probe_batch: int = 64
@@ -98,7 +105,7 @@ def one_cycle_lr(
     max_lr: float,
     warmup_frac: float = 0.02,
     div_factor: float = 100.0,
-    final_div_factor: float = 0.1,
+    final_div_factor: float = 0.05,
     anneal: str = "cos",
 ) -> float:
     """Learning rate of update ``step`` (0-based) under a one-cycle schedule.

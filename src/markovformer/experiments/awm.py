@@ -15,7 +15,7 @@ import numpy as np
 from .. import analysis, plotting
 from ..markov import BinaryChain
 from ..model import TransformerConfig
-from ..train import TrainConfig
+from ..train import SCHEDULE_ENDS, TrainConfig
 from .base import Experiment, RunSpec, register, seed_list, stack
 
 PAPER_STEPS = 1000
@@ -25,11 +25,26 @@ GRID_KEYS = ("exact_loss", "failed_step")  # the 162 grid runs keep only their t
 AWM_KEYS = ("train_loss", "exact_loss", "excess", "probe_steps", "probes", "failed_step")
 
 
-def paper_train(steps: int | None = None, probes: bool = True) -> TrainConfig:
-    """The authors' L2G/AwM optimisation settings (SPEC section 2)."""
+def paper_train(
+    steps: int | None = None, probes: bool = True, schedule_end: str = "authors"
+) -> TrainConfig:
+    """The authors' L2G/AwM optimisation settings (SPEC section 2); ``schedule_end`` names the
+    end of the one-cycle schedule (``markovformer.train.SCHEDULE_ENDS``)."""
     s = steps or PAPER_STEPS
     probe = tuple(sorted({0, s // 10, s // 4, s // 2, s})) if probes else ()
-    return TrainConfig(steps=s, batch_size=16, probe_steps=probe)
+    return TrainConfig(
+        steps=s,
+        batch_size=16,
+        probe_steps=probe,
+        final_div_factor=schedule_end_factor(schedule_end),
+    )
+
+
+def schedule_end_factor(name: str) -> float:
+    """``final_div_factor`` of a named schedule end, with a clear error for an unknown name."""
+    if name not in SCHEDULE_ENDS:
+        raise ValueError(f"unknown schedule end {name!r}; known: {sorted(SCHEDULE_ENDS)}")
+    return SCHEDULE_ENDS[name]
 
 
 def binary_spec(
@@ -44,12 +59,13 @@ def binary_spec(
     probes: bool = True,
     keep_final_state: bool = False,
     record_keys: tuple[str, ...] | None = AWM_KEYS,
+    schedule_end: str = "authors",
 ) -> RunSpec:
     """A run at the paper's settings (d = 8, N = 1024, batch 16, AdamW, 1000 steps)."""
     return RunSpec(
         chain=BinaryChain(p, q).spec(),
         model=TransformerConfig(d=8, seq_len=seq_len, tied=tied, depth=depth),
-        train=paper_train(steps, probes),
+        train=paper_train(steps, probes, schedule_end),
         init=init,
         init_kwargs=init_kwargs,
         keep_final_state=keep_final_state,

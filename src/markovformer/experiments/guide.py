@@ -22,8 +22,8 @@ from .. import analysis, plotting
 from .. import canonical as C
 from ..markov import BinaryChain, symmetric_chain
 from ..model import TransformerConfig
-from ..train import TrainConfig
-from .awm import GRID, binary_spec
+from ..train import SCHEDULE_ENDS, TrainConfig
+from .awm import GRID, binary_spec, schedule_end_factor
 from .base import Experiment, RunSpec, register, seed_list, stack
 
 REDUCED_N = 128
@@ -40,7 +40,7 @@ START_KEYS = (
 
 def reduced_spec(
     p: float, q: float, steps: int | None, init: str = "gaussian", init_kwargs: dict | None = None,
-    keys: tuple[str, ...] = CURVE_KEYS, seq_len: int = REDUCED_N,
+    keys: tuple[str, ...] = CURVE_KEYS, seq_len: int = REDUCED_N, schedule_end: str = "authors",
 ) -> RunSpec:  # fmt: skip
     """The paper's optimisation at a shorter context; only the listed entries are stored."""
     with_start = "diag/canon/e" in keys
@@ -48,7 +48,10 @@ def reduced_spec(
         chain=BinaryChain(p, q).spec(),
         model=TransformerConfig(d=8, seq_len=seq_len),
         train=TrainConfig(
-            steps=steps or 1000, batch_size=16, diagnostic_steps=(0,) if with_start else ()
+            steps=steps or 1000,
+            batch_size=16,
+            diagnostic_steps=(0,) if with_start else (),
+            final_div_factor=schedule_end_factor(schedule_end),
         ),
         init=init,
         init_kwargs=tuple(sorted((init_kwargs or {}).items())),
@@ -153,6 +156,30 @@ ESCAPE = register(
         chapter="05_initialisation",
     )
 )
+
+
+# --------------------------------------------------------------------------------------------
+# l2g-schedule
+# --------------------------------------------------------------------------------------------
+
+#: the two ends of the one-cycle schedule compared at the same seeds (markovformer.train)
+SCHEDULE_ARMS = {"authors": "ends at 0.2 x peak (authors)", "tenth": "ends at 0.1 x peak"}
+
+
+def _schedule_jobs(n_seeds, steps):
+    """Standard init at (0.5, 0.8) under both schedule ends: the paper's settings (10 seeds, the
+    'authors' arm is the awm-plateau configuration) and N = 128 (40 seeds, the 'authors' arm is
+    l2g-escape). Same seeds in both arms."""
+    paper, reduced = seed_list(n_seeds, 10), seed_list(n_seeds, 40)
+    jobs = [(binary_spec(0.5, 0.8, steps=steps, schedule_end=end), paper) for end in SCHEDULE_ARMS]
+    jobs += [(reduced_spec(0.5, 0.8, steps, schedule_end=end), reduced) for end in SCHEDULE_ARMS]
+    return jobs
+
+
+def schedule_arm(spec: RunSpec) -> str:
+    """The SCHEDULE_ARMS key of a spec."""
+    ends = {v: k for k, v in SCHEDULE_ENDS.items()}
+    return ends[spec.train.final_div_factor]
 
 
 # --------------------------------------------------------------------------------------------
