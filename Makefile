@@ -1,23 +1,33 @@
 # The two commands a newcomer needs:
 #   make book   set up .venv (if absent) and build the HTML book into _build/html
 #   make test   set up .venv (if absent) and run every test: lint, unit tests, notebooks, book build
-# TORCH_SPEC overrides the torch requirement (CPU wheel by default), e.g. TORCH_SPEC="torch==2.5.1".
+# Both install from the lock file requirements/lock.txt (exact versions and hashes); `make lock`
+# refreshes it, `make test-latest` tries the notebooks with today's newest versions instead.
 
-PYTHON     ?= python3
-VENV       ?= .venv
-TORCH_SPEC ?= torch==2.13.0
-BIN        := $(VENV)/bin
-STAMP      := $(VENV)/.installed-stamp
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+LOCK        := requirements/lock.txt
+STAMP       := $(VENV)/.installed-stamp
+# torch's CPU builds; the lock names this index too (it holds torch==2.13.0+cpu).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# pip retries a failed index lookup once: where the CPU index is unreachable (a machine whose pip
+# serves torch from a local wheel) each package's lookup there then fails in milliseconds.
+PIP         := python -m pip install --quiet --retries 1
 CELL_TIMEOUT ?= 300
+NBVAL_ARGS  := -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
+               --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT) book
 export MPLBACKEND := Agg
 export TQDM_DISABLE := 1
 
-.PHONY: install book test lint unit notebooks book-strict execute benchmarks clean
+.PHONY: install book test lint unit notebooks book-strict execute benchmarks lock test-latest \
+        claims clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[book,test]"
+	$(BIN)/$(PIP) --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/$(PIP) --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,8 +46,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 notebooks: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout=$(CELL_TIMEOUT) book
+	$(BIN)/python $(NBVAL_ARGS)
 
 book-strict: $(STAMP)
 	rm -rf _build/html _build/.doctrees
@@ -54,6 +63,34 @@ benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/sampler.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/landscape.py
+
+# Every claim the book asserts, measured from the committed artifacts (book/data).
+claims: $(STAMP)
+	$(BIN)/markovformer claims --out book/data
+
+# Refresh the lock: newest versions allowed by pyproject.toml and requirements/pins.in, with
+# hashes, made by pip-tools in its own venv. PIP_CONFIG_FILE=/dev/null keeps this machine's pip
+# configuration (extra indexes, caps) out of the lock.
+LOCK_VENV := .venv-lock
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || \
+	  ($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/$(PIP) "pip-tools==7.6.2")
+	CUSTOM_COMPILE_COMMAND="make lock" PIP_CONFIG_FILE=/dev/null $(LOCK_VENV)/bin/pip-compile \
+	  --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras --no-emit-find-links \
+	  --extra book --extra test --extra-index-url $(TORCH_INDEX) --pip-args "--retries 1" \
+	  --output-file $(LOCK) pyproject.toml requirements/pins.in
+
+# The notebook tests in a throw-away venv resolved to today's newest versions (no lock; torch
+# stays the CPU build of the lock): what the next `make lock` would break. CI does not run it.
+LATEST_VENV := .venv-latest
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/$(PIP) --upgrade pip
+	$(LATEST_VENV)/bin/$(PIP) --extra-index-url $(TORCH_INDEX) "torch==2.13.0" -e ".[book,test]"
+	$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable > $(LATEST_VENV)/resolved.txt
+	@echo "resolved: $$(grep -E '^(numpy|scipy|matplotlib|torch|bokeh)==' $(LATEST_VENV)/resolved.txt | tr '\n' ' ')"
+	$(LATEST_VENV)/bin/python $(NBVAL_ARGS)
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

@@ -8,7 +8,9 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["setup", "glue", "check", "in_ci"]
+from .claims import Claim
+
+__all__ = ["setup", "glue", "rounded", "check", "check_claims", "in_ci"]
 
 
 def in_ci() -> bool:
@@ -44,22 +46,50 @@ def setup(seed: int = 0, threads: int | None = 1) -> None:
     )
 
 
-def glue(name: str, value, display: bool = False) -> None:
-    """Store ``value`` under ``name`` for the book's prose ({glue:}`name`); no-op outside myst-nb."""
+def rounded(value, sig: int = 6):
+    """``value`` rounded to ``sig`` significant digits (floats, and floats inside lists, tuples
+    and dicts); other values unchanged. What the book glues is rounded like this, so nothing nbval
+    compares depends on the last bits of a float."""
+    if isinstance(value, (np.generic, torch.Tensor)) and np.ndim(value) == 0:
+        value = value.item()  # numpy 2 reprs scalars as np.float64(...), which glue cannot format
+    if isinstance(value, float):
+        if value == 0 or not np.isfinite(value):
+            return value
+        return round(value, sig - 1 - int(np.floor(np.log10(abs(value)))))
+    if isinstance(value, (list, tuple)):
+        return type(value)(rounded(v, sig) for v in value)
+    if isinstance(value, dict):
+        return {k: rounded(v, sig) for k, v in value.items()}
+    return value
+
+
+def glue(name: str, value, display: bool = False, sig: int = 6) -> None:
+    """Store ``value``, rounded to ``sig`` significant digits (:func:`rounded`), under ``name``
+    for the book's prose ({glue:}`name`); a no-op outside myst-nb (e.g. on Colab)."""
     try:
         from myst_nb import glue as _glue
     except ImportError:  # e.g. on Colab, where the book tool chain is not installed
         return
-    if isinstance(value, (np.generic, torch.Tensor)) and np.ndim(value) == 0:
-        value = value.item()  # numpy 2 reprs scalars as np.float64(...), which glue cannot format
-    _glue(name, value, display=display)
+    _glue(name, rounded(value, sig), display=display)
 
 
-def check(name: str, measured: float, expected: float, tol: float, digits: int = 4) -> None:
-    """Print measured vs expected and assert ``|measured - expected| <= tol``."""
-    ok = abs(float(measured) - float(expected)) <= tol
-    print(
-        f"{name}: measured {measured:.{digits}f}, expected {expected:.{digits}f} "
-        f"(tolerance {tol:g}) -> {'OK' if ok else 'FAIL'}"
+def check(
+    name: str, measured: float, expected, tol: float, digits: int | None = None, **claim
+) -> None:
+    """Print ``measured vs expected`` for one claim and assert it (see :class:`Claim`).
+
+    ``expected`` is a number or a (lo, hi) range; the printed decimals follow the tolerance
+    unless ``digits`` is given.
+    """
+    check_claims(
+        [Claim(claim.pop("chapter", 0), name, measured, expected, tol, digits=digits, **claim)]
     )
-    assert ok, f"{name}: measured {measured} differs from {expected} by more than {tol}"
+
+
+def check_claims(claims) -> None:
+    """Print one line per claim, then assert that all of them hold."""
+    claims = list(claims)
+    for c in claims:
+        print(c.line())
+    failed = [c.text for c in claims if not c.passed]
+    assert not failed, f"claims that do not hold: {failed}"

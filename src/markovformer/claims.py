@@ -1,0 +1,150 @@
+"""Every claim the book asserts, as data: measured value, expected value or range, tolerance,
+seeds, and where the expectation comes from.
+
+A chapter's check cell calls a function that returns :class:`Claim` objects and passes them to
+:func:`markovformer.notebook.check`, which prints one line per claim and asserts it;
+``markovformer claims`` calls the same functions (registered with :func:`claims_of`) and prints
+the whole table. So the page and the report cannot disagree.
+
+Sources (SPEC): ``[paper]`` stated in a paper, ``[code]`` read in the authors' code,
+``[derived]`` worked out here and checked numerically, ``ours`` a measurement of this book.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Claim", "claims_of", "registered", "collect", "SOURCES", "decimals_for"]
+
+SOURCES = ("[paper]", "[code]", "[derived]", "ours")
+
+
+def decimals_for(tol: float, cap: int = 6) -> int:
+    """Decimals worth printing for a value checked to within ``tol``: one more than the
+    tolerance's first significant decimal, at most ``cap`` (a printed claim never shows digits
+    that a new BLAS or patch release could change)."""
+    if tol <= 0 or not math.isfinite(tol):
+        return 0
+    return int(min(cap, max(0, math.ceil(-math.log10(tol)) + 1)))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checked statement.
+
+    ``expected`` is a number (pass if ``|measured - expected| <= tol``) or a ``(lo, hi)`` range
+    (pass if ``lo - tol <= measured <= hi + tol``; either end may be ``None``). ``digits``
+    fixes the printed decimals (default: from the tolerance, see :func:`decimals_for`; exact
+    checks of integers print none).
+    """
+
+    chapter: int
+    text: str
+    measured: float
+    expected: float | tuple[float | None, float | None]
+    tol: float = 0.0
+    seeds: str = "-"
+    source: str = "ours"
+    digits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if not (self.tol >= 0 and math.isfinite(self.tol)):
+            raise ValueError(f"tol must be a finite number >= 0, got {self.tol!r}")
+        if isinstance(self.expected, tuple) and len(self.expected) != 2:
+            raise ValueError(f"a range must be (lo, hi), got {self.expected!r}")
+        object.__setattr__(self, "measured", float(self.measured))
+
+    @property
+    def passed(self) -> bool:
+        m = self.measured
+        if not math.isfinite(m):
+            return False
+        if isinstance(self.expected, tuple):
+            lo, hi = self.expected
+            return (lo is None or m >= lo - self.tol) and (hi is None or m <= hi + self.tol)
+        return abs(m - float(self.expected)) <= self.tol
+
+    def _decimals(self) -> int:
+        if self.digits is not None:
+            return self.digits
+        if self.tol == 0:
+            values = [self.measured]
+            if isinstance(self.expected, tuple):
+                values += [v for v in self.expected if v is not None]
+            else:
+                values.append(float(self.expected))
+            return 0 if all(float(v).is_integer() for v in values) else 4
+        return decimals_for(self.tol)
+
+    def fmt(self, value: float) -> str:
+        return f"{value:.{self._decimals()}f}"
+
+    @property
+    def expected_text(self) -> str:
+        if isinstance(self.expected, tuple):
+            lo, hi = self.expected
+            if lo is None:
+                return f"<= {self.fmt(hi)}"
+            if hi is None:
+                return f">= {self.fmt(lo)}"
+            return f"in [{self.fmt(lo)}, {self.fmt(hi)}]"
+        return self.fmt(float(self.expected))
+
+    @property
+    def tol_text(self) -> str:
+        return "exact" if self.tol == 0 else f"{self.tol:g}"
+
+    def line(self) -> str:
+        """The printed line of a check cell (short: it must fit the book's text column)."""
+        verdict = "OK" if self.passed else "FAIL"
+        return (
+            f"{self.text}: {self.fmt(self.measured)} vs {self.expected_text}"
+            f" (tol {self.tol_text}) -> {verdict}"
+        )
+
+    def row(self) -> dict:
+        return {
+            "chapter": self.chapter,
+            "claim": self.text,
+            "measured": self.fmt(self.measured),
+            "expected": self.expected_text,
+            "tolerance": self.tol_text,
+            "seeds": self.seeds,
+            "source": self.source,
+            "result": "pass" if self.passed else "FAIL",
+        }
+
+
+ClaimFunction = Callable[[Path], Sequence[Claim]]
+_REGISTRY: list[tuple[int, str, ClaimFunction]] = []
+
+
+def claims_of(chapter: int) -> Callable[[ClaimFunction], ClaimFunction]:
+    """Register ``fn(data_root) -> [Claim, ...]`` for the claims report of ``chapter``."""
+
+    def deco(fn: ClaimFunction) -> ClaimFunction:
+        _REGISTRY.append((chapter, f"{fn.__module__}.{fn.__qualname__}", fn))
+        return fn
+
+    return deco
+
+
+def registered() -> list[tuple[int, str, ClaimFunction]]:
+    """(chapter, qualified name, function) of every registered claim function, by chapter."""
+    from . import experiments  # noqa: F401  (importing registers the experiments' claims)
+
+    return sorted(_REGISTRY, key=lambda t: (t[0], t[1]))
+
+
+def collect(root: str | Path, chapters: Sequence[int] | None = None) -> list[Claim]:
+    """Evaluate every registered claim function (of ``chapters``, default all) on ``root``."""
+    out: list[Claim] = []
+    for chapter, _, fn in registered():
+        if chapters is None or chapter in chapters:
+            out.extend(fn(Path(root)))
+    return out
