@@ -179,3 +179,30 @@ def test_cli_reproduce_then_report(tmp_path, capsys):
     assert cli.main(["report", *args]) == 0
     summary = capsys.readouterr().out
     assert '"tied"' in summary and '"untied"' in summary
+
+
+def test_cli_unwritable_output_is_a_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for out in ("/proc/x", str(blocker / "runs")):
+        assert cli.main(["reproduce", "awm-1", "--steps", "2", "--out", out, "--quiet"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"markovformer: error: cannot write results to '{out}': ")
+        assert "\n" not in err and "Traceback" not in err
+
+
+def test_cli_claims_reports_and_fails_on_a_failed_claim(tmp_path, capsys, monkeypatch):
+    from markovformer import claims
+
+    fake = [
+        claims.Claim(1, "a derived value", 0.61901, 0.619, tol=0.001, source="[derived]"),
+        claims.Claim(5, "runs that escaped", 3, (4, None), seeds="0-4"),
+    ]
+    monkeypatch.setattr(claims, "collect", lambda root, chapters=None: fake)
+    assert cli.main(["claims", "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "a derived value" in out and "0.6190" in out and "pass" in out
+    assert ">= 4" in out and "FAIL" in out
+    assert "2 claims: 1 pass, 1 fail" in out
+    assert cli.main(["claims", "--out", str(tmp_path / "missing")]) == 1
+    assert "no results directory" in capsys.readouterr().err

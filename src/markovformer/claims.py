@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Claim", "claims_of", "registered", "collect", "SOURCES", "decimals_for"]
+__all__ = ["Claim", "claims_of", "registered", "collect", "report", "SOURCES", "decimals_for"]
 
 SOURCES = ("[paper]", "[code]", "[derived]", "ours")
 
@@ -148,3 +148,33 @@ def collect(root: str | Path, chapters: Sequence[int] | None = None) -> list[Cla
         if chapters is None or chapter in chapters:
             out.extend(fn(Path(root)))
     return out
+
+
+COLUMNS = ("chapter", "claim", "measured", "expected", "tolerance", "seeds", "source", "result")
+
+
+def report(claims: Sequence[Claim], fmt: str = "text") -> str:
+    """The claims as a table: ``text`` (aligned columns), ``markdown`` or ``json``."""
+    rows = [c.row() for c in claims]
+    if fmt == "json":
+        import json
+
+        return json.dumps(rows, indent=1)
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(str(r[k]) for k in COLUMNS) + " |" for r in rows]
+        return "\n".join(lines)
+    if fmt != "text":
+        raise ValueError(f"format must be 'text', 'markdown' or 'json', got {fmt!r}")
+    width = {k: max([len(k)] + [len(str(r[k])) for r in rows]) for k in COLUMNS}
+    width["claim"] = min(width["claim"], 70)
+
+    def cell(k, v):
+        v = str(v)
+        if len(v) > width[k]:
+            v = v[: width[k] - 1] + "~"
+        return v.ljust(width[k])
+
+    lines = ["  ".join(cell(k, k) for k in COLUMNS)]
+    lines += ["  ".join(cell(k, r[k]) for k in COLUMNS) for r in rows]
+    return "\n".join(lines)

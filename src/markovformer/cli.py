@@ -3,11 +3,13 @@
     markovformer list
     markovformer reproduce ID [ID ...] [--seeds N] [--steps N] [--device cpu|cuda] [--out DIR]
     markovformer report ID [ID ...] [--seeds N] [--steps N] [--out DIR]
+    markovformer claims [--out DIR] [--chapter N ...] [--format text|markdown|json]
 
 ``reproduce`` runs at the papers' settings unless told otherwise, shows progress, stores every run
 under ``DIR`` (resuming whatever is already there) and writes the figure to
 ``DIR/figures/ID.png``. ``report`` prints the summary of stored results without training.
-``ID`` may be ``all``.
+``ID`` may be ``all``. ``claims`` evaluates every claim the book asserts on the stored results
+(default ``book/data``) and prints one row per claim; it exits with 1 if any fails.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import io
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "--chunk-size", type=_positive, default=None, help="runs per batched program"
             )
             p.add_argument("--quiet", action="store_true", help="no progress bars")
+    c = sub.add_parser("claims", help="check every claim of the book on the stored results")
+    c.add_argument(
+        "--out", type=Path, default=Path("book/data"), help="results directory (default: book/data)"
+    )
+    c.add_argument("--chapter", type=int, nargs="+", default=None, help="only these chapters")
+    c.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     return ap
 
 
@@ -85,9 +94,44 @@ def _save_figure(fig, path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def _writable_dir(path: Path) -> str | None:
+    """None if ``path`` is (or can be made) a writable directory, else the reason it is not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _claims(args) -> int:
+    from . import claims as claims_mod
+
+    if not args.out.is_dir():
+        print(f"markovformer: error: no results directory {str(args.out)!r}", file=sys.stderr)
+        return 1
+    start = time.perf_counter()
+    try:
+        found = claims_mod.collect(args.out, args.chapter)
+    except (ArtifactError, ValueError) as exc:
+        print(f"markovformer: error: {exc}", file=sys.stderr)
+        return 1
+    print(claims_mod.report(found, args.format))
+    failed = sum(not c.passed for c in found)
+    if args.format != "json":
+        print(
+            f"{len(found)} claims: {len(found) - failed} pass, {failed} fail "
+            f"({time.perf_counter() - start:.0f} s)"
+        )
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    if args.command == "claims":
+        return _claims(args)
     if args.command == "list":
         width = max(len(e.id) for e in experiments.all_experiments())
         for e in experiments.all_experiments():
@@ -98,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     exps = _resolve_ids(ap, args.ids)
+    if args.command == "reproduce":
+        why = _writable_dir(args.out)
+        if why is not None:
+            print(
+                f"markovformer: error: cannot write results to {str(args.out)!r}: {why}",
+                file=sys.stderr,
+            )
+            return 1
     for exp in exps:
         start = time.perf_counter()
         try:
@@ -115,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
                 results, jobs = exp.load(args.out, args.seeds, args.steps)
         except (ArtifactError, ValueError) as exc:
             print(f"markovformer: error: {exp.id}: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            where = f" {str(exc.filename)!r}" if exc.filename else ""
+            print(f"markovformer: error: {exp.id}:{where} {exc.strerror or exc}", file=sys.stderr)
             return 1
         if exp.summary is not None:
             print(json.dumps(exp.summary(results, jobs), indent=1))
