@@ -9,9 +9,18 @@ with unigram loss U and entropy rate H (gap U - H > 0):
 * the run **succeeded** if its final loss (mean of the last ``window`` steps) is within ``tol``
   (default 0.005 nats) of H;
 * the **gap fraction** (L - H) / (U - H) is 0 at the global minimum and 1 at the unigram one.
+
+Escape is an event in time, and a run that has not escaped by its last step T is **right-censored**
+at T: its escape step is only known to be > T. Statistics of escape steps must therefore not be
+taken over the escaped runs alone (that biases them low); :func:`kaplan_meier` estimates the
+fraction still on the plateau against the step with pointwise confidence bands, and reads the
+median escape step, with its interval, off that curve (it may be "> T").
 """
 
 from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,6 +33,10 @@ __all__ = [
     "gap_fraction",
     "mean_std",
     "outcome",
+    "escape_times",
+    "Survival",
+    "kaplan_meier",
+    "plateau_survival",
 ]
 
 
@@ -93,3 +106,127 @@ def outcome(curves: np.ndarray, rate: float, unigram: float, tol: float = 0.005)
         "at_unigram": int(np.sum(np.abs(final - unigram) < tol)),
         "runs": int(curves.shape[0]),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Escape steps as censored data
+# --------------------------------------------------------------------------------------------
+
+
+def escape_times(curves: np.ndarray, unigram: float, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per run (rows): the escape step and True, or the last step T and False (censored at T:
+    the run had not escaped by T; its escape step is > T)."""
+    curves = np.atleast_2d(curves)
+    T = curves.shape[1]
+    steps = [escape_step(c, unigram, rate) for c in curves]
+    times = np.array([T if s is None else s for s in steps], dtype=float)
+    observed = np.array([s is not None for s in steps])
+    return times, observed
+
+
+@dataclass(frozen=True)
+class Survival:
+    """Kaplan-Meier estimate of the fraction of runs still on the plateau after each step.
+
+    ``steps[i]``: a step at which the estimate may change (0 first); ``surviving[i]``, ``low[i]``,
+    ``high[i]``: the estimate and its pointwise confidence band from that step on. The median
+    escape step is the first step at which the estimate is <= 1/2 (None: not reached by
+    ``horizon``, so the median is > horizon); its interval comes from the band (the first steps
+    at which ``low`` and ``high`` are <= 1/2; None: > horizon).
+    """
+
+    steps: np.ndarray
+    surviving: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    runs: int
+    escaped: int
+    horizon: int
+    confidence: float
+    median: float | None
+    median_low: float | None
+    median_high: float | None
+
+    def at(self, step: float) -> float:
+        """Estimated fraction still on the plateau after ``step``."""
+        return float(self.surviving[np.searchsorted(self.steps, step, side="right") - 1])
+
+    def describe(self, what: str = "median escape step") -> str:
+        """E.g. 'median escape step 707 (95% CI 618-817)' or '... > 1000 (95% CI 912->1000)'."""
+
+        def fmt(v):
+            return f"> {self.horizon}" if v is None else f"{v:g}"
+
+        lo = fmt(self.median_low)
+        hi = fmt(self.median_high)
+        return f"{what} {fmt(self.median)} ({self.confidence:.0%} CI {lo} to {hi})"
+
+    def summary(self) -> dict:
+        return {
+            "runs": self.runs,
+            "escaped": self.escaped,
+            "censored": self.runs - self.escaped,
+            "horizon": self.horizon,
+            "median escape step": self.median,
+            "median CI": [self.median_low, self.median_high],
+            "still on the plateau at the horizon": round(self.at(self.horizon), 4),
+        }
+
+
+def _first_at_or_below(steps: np.ndarray, values: np.ndarray, level: float = 0.5) -> float | None:
+    hit = np.flatnonzero(values <= level + 1e-12)
+    return float(steps[hit[0]]) if hit.size else None
+
+
+def kaplan_meier(
+    times: np.ndarray, observed: np.ndarray, confidence: float = 0.95, horizon: int | None = None
+) -> Survival:
+    """Kaplan-Meier estimate for right-censored escape steps (scipy.stats.ecdf), with
+    log-log pointwise confidence bands. ``times``: escape steps, or censoring steps where
+    ``observed`` is False; ``horizon``: the last step of the runs (default: max time)."""
+    from scipy import stats
+
+    times = np.asarray(times, dtype=float)
+    observed = np.asarray(observed, dtype=bool)
+    if times.ndim != 1 or times.shape != observed.shape or times.size == 0:
+        raise ValueError(
+            f"times and observed must be non-empty 1-D arrays of one shape, got {times.shape} "
+            f"and {observed.shape}"
+        )
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    horizon = int(times.max()) if horizon is None else int(horizon)
+    steps, surv, low, high = [0.0], [1.0], [1.0], [1.0]
+    if observed.any():
+        data = stats.CensoredData(uncensored=times[observed], right=times[~observed])
+        sf = stats.ecdf(data).sf
+        with warnings.catch_warnings():  # undefined where S is 0 or 1: handled just below
+            warnings.filterwarnings("ignore", "The confidence interval is undefined")
+            band = sf.confidence_interval(confidence, method="log-log")
+        # NaN in the band where the estimate is 1 (no event yet) or 0 (none left): use the estimate
+        lo = np.where(np.isnan(band.low.probabilities), sf.probabilities, band.low.probabilities)
+        hi = np.where(np.isnan(band.high.probabilities), sf.probabilities, band.high.probabilities)
+        steps += list(sf.quantiles)
+        surv += list(sf.probabilities)
+        low += list(lo)
+        high += list(hi)
+    steps, surv, low, high = (np.asarray(a, dtype=float) for a in (steps, surv, low, high))
+    return Survival(
+        steps=steps,
+        surviving=surv,
+        low=low,
+        high=high,
+        runs=int(times.size),
+        escaped=int(observed.sum()),
+        horizon=horizon,
+        confidence=confidence,
+        median=_first_at_or_below(steps, surv),
+        median_low=_first_at_or_below(steps, low),
+        median_high=_first_at_or_below(steps, high),
+    )
+
+
+def plateau_survival(curves: np.ndarray, unigram: float, rate: float, **kw) -> Survival:
+    """:func:`kaplan_meier` of the escape steps of training curves (rows)."""
+    times, observed = escape_times(curves, unigram, rate)
+    return kaplan_meier(times, observed, horizon=np.atleast_2d(curves).shape[1], **kw)
