@@ -364,10 +364,40 @@ def plot_grid_maps(
     return fig
 
 
+def draw_survival(ax, survival, label: str = "", color: str = "k", marks: Sequence[int] = ()):
+    """Kaplan-Meier fraction still on the plateau (an :class:`markovformer.analysis.Survival`)
+    with its confidence band, the median escape step if reached, and values at ``marks``."""
+    st = np.append(survival.steps, survival.horizon)
+    sv = np.append(survival.surviving, survival.surviving[-1])
+    ax.step(st, sv, where="post", color=color, label=label or None)
+    lo = np.append(survival.low, survival.low[-1])
+    hi = np.append(survival.high, survival.high[-1])
+    ax.fill_between(st, lo, hi, step="post", color=color, alpha=0.15, lw=0)
+    if survival.median is not None:
+        ax.plot(survival.median, 0.5, "|", color=color, ms=12, mew=2)
+    for m in marks:
+        v = survival.at(m)
+        ax.plot(m, v, "o", color=color, ms=4)
+        ax.annotate(f"{v:.2f}", (m, v), xytext=(3, 4), textcoords="offset points", fontsize=8)
+    ax.axhline(0.5, color="gray", lw=0.6, ls=":")
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_xlim(0, survival.horizon * 1.02)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("fraction still on the plateau")
+
+
 def plot_plateau(
-    curves: np.ndarray, rate: float, unigram: float, marks: Sequence[int], title: str = ""
+    curves: np.ndarray,
+    rate: float,
+    unigram: float,
+    marks: Sequence[int],
+    title: str = "",
+    survival=None,
 ) -> Figure:
-    """Single-run loss curves, and the fraction of runs not yet escaped against the step."""
+    """Single-run loss curves, and the Kaplan-Meier fraction not yet escaped against the step
+    (``survival``: an :class:`markovformer.analysis.Survival` of these curves)."""
+    from .analysis import plateau_survival
+
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 3.8), width_ratios=[1.6, 1])
     steps = np.arange(1, curves.shape[1] + 1)
     for row in curves:
@@ -380,21 +410,22 @@ def plot_plateau(
     ax.set_ylabel("exact conditional loss (nats)")
     ax.set_title(title or f"{curves.shape[0]} runs")
     ax.legend(fontsize=8, loc="upper right")
-    still = ~np.maximum.accumulate(curves < mid, axis=1)
-    frac = still.mean(0)
-    ax2.step(steps, frac, where="post", color="k")
-    for m in marks:
-        ax2.plot(m, frac[m - 1], "o", color=UNIGRAM_COLOR)
-        ax2.annotate(
-            f"{frac[m - 1]:.2f} at step {m}",
-            (m, frac[m - 1]),
-            xytext=(5, 5),
-            textcoords="offset points",
-            fontsize=8,
-        )
-    ax2.set_ylim(-0.03, 1.05)
-    ax2.set_xlabel("training step")
-    ax2.set_ylabel("fraction still on the plateau")
+    survival = survival or plateau_survival(curves, unigram, rate)
+    draw_survival(ax2, survival, marks=marks)
+    ax2.set_title(survival.describe(), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_survival_panels(panels: Sequence[dict], marks: Sequence[int] = ()) -> Figure:
+    """One panel per dict ``{"title", "arms": {label: Survival}}``: Kaplan-Meier curves side by side."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    colors = ("k", UNIGRAM_COLOR, "tab:blue", "tab:green")
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for (label, surv), color in zip(panel["arms"].items(), colors, strict=False):
+            draw_survival(ax, surv, label=label, color=color, marks=marks)
+        ax.set_title(panel.get("title", ""))
+        ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
 

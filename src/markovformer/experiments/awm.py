@@ -313,6 +313,7 @@ def plateau_summary(results, jobs) -> dict:
     for m in _plateau_marks(curves.shape[1]):
         out[f"on plateau at step {m}"] = int(analysis.on_plateau(curves, m, uni, rate).sum())
     out["escape steps"] = [analysis.escape_step(c, uni, rate) for c in curves]
+    out["Kaplan-Meier"] = analysis.plateau_survival(curves, uni, rate).summary()
     return out
 
 

@@ -91,7 +91,12 @@ def _l2g4_summary(results, jobs) -> dict:
     rate, uni = _levels(0.5, 0.8)
     out = {"entropy_rate": round(rate, 4), "unigram_loss": round(uni, 4)}
     for res, (sp, _) in zip(results, jobs, strict=True):
-        out[ARMS[sp.init]] = analysis.outcome(stack(res, "exact_loss"), rate, uni)
+        curves = stack(res, "exact_loss")
+        arm = analysis.outcome(curves, rate, uni)
+        arm["escape steps"] = [analysis.escape_step(c, uni, rate) for c in curves]
+        arm["reached the rate at step"] = analysis.first_within(curves, rate)
+        arm["Kaplan-Meier"] = analysis.plateau_survival(curves, uni, rate).summary()
+        out[ARMS[sp.init]] = arm
     return out
 
 
@@ -129,9 +134,7 @@ def escape_summary(results, jobs) -> dict:
             out[f"still on the plateau at step {m}"] = int(
                 analysis.on_plateau(curves, m, uni, rate).sum()
             )
-    esc = np.array([s for s in steps if s is not None])
-    if esc.size:
-        out["escape step quartiles"] = [int(v) for v in np.percentile(esc, [25, 50, 75])]
+    out["Kaplan-Meier"] = analysis.plateau_survival(curves, uni, rate).summary()
     out["escape steps"] = steps
     return out
 
@@ -182,6 +185,78 @@ def schedule_arm(spec: RunSpec) -> str:
     return ends[spec.train.final_div_factor]
 
 
+def schedule_table(results, jobs) -> dict:
+    """Per setting ("paper" N = 1024, "reduced" N = 128) and schedule end: escape (Kaplan-Meier,
+    censored at the last step), how many runs reached the entropy rate (within 0.005) and the
+    log-rank p-value of the two ends (same seeds)."""
+    from scipy import stats
+
+    rate, uni = _levels(0.5, 0.8)
+    out: dict = {}
+    for res, (sp, seeds) in zip(results, jobs, strict=True):
+        setting = "paper" if sp.model.seq_len == 1024 else "reduced"
+        curves = stack(res, "exact_loss")
+        km = analysis.plateau_survival(curves, uni, rate)
+        times, observed = analysis.escape_times(curves, uni, rate)
+        out.setdefault(setting, {"N": sp.model.seq_len, "seeds": len(seeds)})[schedule_arm(sp)] = {
+            "survival": km,
+            "times": times,
+            "observed": observed,
+            "reached the rate": int(analysis.succeeded(curves, rate).sum()),
+}  # fmt: skip
+    for row in out.values():
+        a, b = row["authors"], row["tenth"]
+        x = stats.CensoredData(
+            uncensored=a["times"][a["observed"]], right=a["times"][~a["observed"]]
+        )
+        y = stats.CensoredData(
+            uncensored=b["times"][b["observed"]], right=b["times"][~b["observed"]]
+        )
+        both_censored = not (a["observed"].any() or b["observed"].any())
+        row["log-rank p"] = None if both_censored else float(stats.logrank(x, y).pvalue)
+    return out
+
+
+def _schedule_figure(results, jobs):
+    table = schedule_table(results, jobs)
+    panels = [
+        {
+            "title": f"(0.5, 0.8), N = {row['N']}, {row['seeds']} seeds per end",
+            "arms": {SCHEDULE_ARMS[end]: row[end]["survival"] for end in SCHEDULE_ARMS},
+        }
+        for row in table.values()
+    ]
+    return plotting.plot_survival_panels(panels, marks=ESCAPE_MARKS)
+
+
+def _schedule_summary(results, jobs) -> dict:
+    out = {}
+    for setting, row in schedule_table(results, jobs).items():
+        out[setting] = {"N": row["N"], "seeds": row["seeds"], "log-rank p": row["log-rank p"]}
+        for end in SCHEDULE_ARMS:
+            arm = row[end]
+            out[setting][end] = {
+                **arm["survival"].summary(),
+                "reached the rate": arm["reached the rate"],
+                "runs": arm["survival"].runs,
+            }
+    return out
+
+
+SCHEDULE = register(
+    Experiment(
+        id="l2g-schedule",
+        description="Escape from the plateau at (0.5, 0.8) under both ends of the one-cycle "
+        "schedule (0.2 x and 0.1 x peak), same seeds: paper settings (10) and N = 128 (40)",
+        jobs=_schedule_jobs,
+        figure=_schedule_figure,
+        summary=_schedule_summary,
+        default_seeds=10,
+        chapter="05_initialisation",
+    )
+)
+
+
 # --------------------------------------------------------------------------------------------
 # l2g-scale
 # --------------------------------------------------------------------------------------------
@@ -206,8 +281,9 @@ def _scale_jobs(n_seeds, steps):
 def scale_table(results, jobs, n_canonical: int = 200_000) -> dict:
     """Per chain, by scale: the success fraction; the fraction predicted by the canonical basins of
     the projected starting points (e, w) of the same runs; the canonical probability for
-    (e0, w0) ~ N(0, s^2 I) (``n_canonical`` samples); and the median escape step of the runs
-    that escaped the unigram plateau (None if none did)."""
+    (e0, w0) ~ N(0, s^2 I) (``n_canonical`` samples); and the Kaplan-Meier median escape step
+    from the unigram plateau with its 95% interval (None: above the last step; runs that never
+    escaped are censored there, not dropped)."""
     out = {}
     for res, (sp, _) in zip(results, jobs, strict=True):
         p, q = sp.chain["p"], sp.chain["q"]
@@ -218,13 +294,16 @@ def scale_table(results, jobs, n_canonical: int = 200_000) -> dict:
         e0, w0 = stack(res, "diag/canon/e")[:, 0], stack(res, "diag/canon/w")[:, 0]
         predicted = C.basin_label(e0, w0, switching=p + q > 1)
         failed = stack(res, "failed_step") >= 0
-        escaped = [t for t in (analysis.escape_step(c, uni, rate) for c in curves) if t is not None]
-        row = out.setdefault((p, q), {"scale": [], "success": [], "predicted": [],
-                                      "median_escape_step": [], "nan_runs": [], "runs": []})  # fmt: skip
+        km = analysis.plateau_survival(np.nan_to_num(curves, nan=np.inf), uni, rate)
+        row = out.setdefault((p, q), {"scale": [], "success": [], "predicted": [], "escaped": [],
+                                      "median_escape_step": [], "median_escape_ci": [],
+                                      "nan_runs": [], "runs": []})  # fmt: skip
         row["scale"].append(s)
         row["success"].append(float(ok.mean()))
         row["predicted"].append(float(predicted.mean()))
-        row["median_escape_step"].append(float(np.median(escaped)) if escaped else None)
+        row["escaped"].append(km.escaped)
+        row["median_escape_step"].append(km.median)
+        row["median_escape_ci"].append([km.median_low, km.median_high])
         row["nan_runs"].append(int(failed.sum()))
         row["runs"].append(int(curves.shape[0]))
     for (p, q), row in out.items():
@@ -451,10 +530,15 @@ def _awm5_figure(results, jobs):
 
 def _awm5_summary(results, jobs) -> dict:
     rate, uni = _levels(0.5, 0.8)
-    return {
-        f"depth {sp.model.depth}": analysis.outcome(stack(res, "exact_loss"), rate, uni)
-        for res, (sp, _) in zip(results, jobs, strict=True)
-    }
+    out = {}
+    for res, (sp, _) in zip(results, jobs, strict=True):
+        curves = stack(res, "exact_loss")
+        out[f"depth {sp.model.depth}"] = {
+            **analysis.outcome(curves, rate, uni),
+            "escape steps": [analysis.escape_step(c, uni, rate) for c in curves],
+            "Kaplan-Meier": analysis.plateau_survival(curves, uni, rate).summary(),
+        }
+    return out
 
 
 AWM5 = register(
