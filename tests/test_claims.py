@@ -63,3 +63,9 @@ def test_rounded_keeps_significant_digits_only():
     assert rounded(6.248978335671466e-05) == 6.24898e-05
     assert rounded([0.7879999999999999, 2, "s"]) == [0.788, 2, "s"]
     assert rounded({"a": 17.138448119261557}, sig=4) == {"a": 17.14}
+
+
+def test_a_rounded_zero_prints_without_a_sign():
+    assert Claim(1, "gap", -1e-17, (0.0, None), tol=1e-12).line() == (
+        "gap: 0.000000 vs >= 0.000000 (tol 1e-12) -> OK"
+    )

@@ -337,3 +337,15 @@ def test_experiments_are_registered():
     for eid in ("ntp-2", "ntp-shift", "ntp-joint", "ntp-markov"):
         exp = get(eid)
         assert exp.jobs(None, None) == [] and exp.chapter == "07_max_margin"
+
+
+def test_general_qp_agrees_with_the_closed_form_and_the_nnls_route():
+    data = ntp.make_dataset(n_tokens=7, n_sentences=40, min_len=2, max_len=5, seed=3)
+    W_ov = ntp.wov_max_margin_qp(data.collocation, 7)
+    assert np.abs(W_ov - ntp.wov_max_margin(data.collocation, 7)).max() < 1e-8
+    W_kq, _ = ntp.wkq_max_margin(data.tokens, data.lengths, data.optimal, 7)
+    W_kq_qp = ntp.wkq_max_margin_qp(data.tokens, data.lengths, data.optimal, 7)
+    assert np.abs(W_kq_qp - W_kq).max() < 1e-6
+    # a QP with contradictory constraints is refused, not answered
+    with pytest.raises(ValueError, match="did not converge"):
+        ntp.min_norm_qp(np.array([[1.0], [-1.0]]), np.array([1.0, 1.0]))

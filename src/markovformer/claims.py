@@ -49,8 +49,11 @@ class Claim:
     seeds: str = "-"
     source: str = "ours"
     digits: int | None = None
+    style: str = "f"  # "f": fixed decimals; "e": exponent notation with ``digits`` decimals
 
     def __post_init__(self) -> None:
+        if self.style not in ("f", "e"):
+            raise ValueError(f"style must be 'f' or 'e', got {self.style!r}")
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if not (self.tol >= 0 and math.isfinite(self.tol)):
@@ -82,7 +85,8 @@ class Claim:
         return decimals_for(self.tol)
 
     def fmt(self, value: float) -> str:
-        return f"{value:.{self._decimals()}f}"
+        text = f"{value:.{self._decimals()}{self.style}}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
 
     @property
     def expected_text(self) -> str:
@@ -135,10 +139,11 @@ def claims_of(chapter: int) -> Callable[[ClaimFunction], ClaimFunction]:
 
 
 def registered() -> list[tuple[int, str, ClaimFunction]]:
-    """(chapter, qualified name, function) of every registered claim function, by chapter."""
-    from . import experiments  # noqa: F401  (importing registers the experiments' claims)
+    """(chapter, qualified name, function) of every registered claim function, by chapter and,
+    within a chapter, in the order they were defined (the chapter's order)."""
+    from . import checks, experiments  # noqa: F401  (importing registers the claim functions)
 
-    return sorted(_REGISTRY, key=lambda t: (t[0], t[1]))
+    return sorted(_REGISTRY, key=lambda t: t[0])  # stable: definition order within a chapter
 
 
 def collect(root: str | Path, chapters: Sequence[int] | None = None) -> list[Claim]:

@@ -69,6 +69,9 @@ __all__ = [
     "wov_max_margin",
     "ranking_constraints",
     "wkq_max_margin",
+    "min_norm_qp",
+    "wov_max_margin_qp",
+    "wkq_max_margin_qp",
     "cosine",
     "direction_distance",
     "training_relations",
@@ -991,6 +994,56 @@ def wkq_max_margin(
         W[:, q] = w
         info[q] = {"pairs": pairs, "multipliers": lam, "margins": G @ w}
     return W, info
+
+
+def min_norm_qp(G: np.ndarray, h: np.ndarray, tol: float = 1e-12) -> np.ndarray:
+    """``min ||x||^2 s.t. G x >= h`` as a general quadratic programme (scipy's SLSQP), started
+    from zero: an independent check of the closed form of ``W_ov*`` and of the NNLS route of
+    :func:`wkq_max_margin`."""
+    from scipy.optimize import minimize
+
+    G, h = np.asarray(G, dtype=np.float64), np.asarray(h, dtype=np.float64)
+    res = minimize(
+        lambda x: x @ x,
+        np.zeros(G.shape[1]),
+        jac=lambda x: 2 * x,
+        constraints=[{"type": "ineq", "fun": lambda x: G @ x - h, "jac": lambda x: G}],
+        method="SLSQP",
+        options={"ftol": tol, "maxiter": 1000},
+    )
+    if not res.success:
+        raise ValueError(f"the quadratic programme did not converge: {res.message}")
+    return res.x
+
+
+def wov_max_margin_qp(collocation: Sequence[int] | np.ndarray, n_tokens: int) -> np.ndarray:
+    """``W_ov*`` solved numerically: per column ``x`` of the domain, ``min ||w||^2`` subject to
+    ``w[n(x)] - w[v] >= 1`` for every ``v != n(x)`` (:func:`min_norm_qp`)."""
+    n = check_collocation(collocation, n_tokens)
+    K = len(n)
+    W = np.zeros((K, K))
+    for x in np.flatnonzero(n >= 0):
+        others = np.delete(np.arange(K), n[x])
+        G = np.zeros((K - 1, K))
+        G[:, n[x]] = 1.0
+        G[np.arange(K - 1), others] = -1.0
+        W[:, x] = min_norm_qp(G, np.ones(K - 1))
+    return W
+
+
+def wkq_max_margin_qp(
+    tokens: np.ndarray, lengths: np.ndarray, optimal: np.ndarray, n_tokens: int
+) -> np.ndarray:
+    """``W_kq*`` solved as a general QP per query column (:func:`min_norm_qp`), for comparison
+    with :func:`wkq_max_margin`."""
+    K = _check_int("n_tokens", n_tokens, 2)
+    W = np.zeros((K, K))
+    for q, pairs in ranking_constraints(tokens, lengths, optimal, K).items():
+        G = np.zeros((len(pairs), K))
+        G[np.arange(len(pairs)), pairs[:, 0]] = 1.0
+        G[np.arange(len(pairs)), pairs[:, 1]] -= 1.0
+        W[:, q] = min_norm_qp(G, np.ones(len(pairs)))
+    return W
 
 
 def cosine(A: np.ndarray, B: np.ndarray) -> float:

@@ -226,13 +226,15 @@ def threshold_sweep(
     c: float = C_DEFAULT,
 ) -> dict:
     """For each kernel, number of heads H and seed: rank of B, lambda_B, the exact W_V-only
-    optimum as a fraction of f(W_V = 0) = |Y|^2 / 2, and the condition number L / alpha.
+    optimum as a fraction of f(W_V = 0) = |Y|^2 / 2, the condition number L / alpha, and
+    ``gram_min``: the smallest eigenvalue of the N n x N n Gram matrix B B^T over its largest
+    (eigvalsh, an independent route to "B has full row rank": ~1e-16 below the threshold).
 
     Data and Q/K weights are generic (Gaussian); W_O has orthonormal blocks (omega = 1).
     """
     out: dict = {"ratio": np.array([h * dim / (n_samples * seq_len) for h in heads])}
     for kern in kernels:
-        rank, lam, opt, cond = (np.zeros((len(heads), seeds)) for _ in range(4))
+        rank, lam, opt, cond, gram = (np.zeros((len(heads), seeds)) for _ in range(5))
         for i, H in enumerate(heads):
             cfg = G.LayerConfig(n_samples, seq_len, dim, H, kernel=kern,
                                 kernel_options=kernel_options(kern, c))  # fmt: skip
@@ -243,10 +245,14 @@ def threshold_sweep(
                 B = G.value_design(params, X, cfg)
                 rank[i, s] = int(torch.linalg.matrix_rank(B))
                 lam[i, s] = G.lambda_B(B)
+                ev = torch.linalg.eigvalsh(B @ B.T)
+                gram[i, s] = float(ev[0] / ev[-1])
                 opt[i, s] = G.ls_optimum(params, X, Y, cfg)[0] / (0.5 * float((Y**2).sum()))
                 rate = G.wv_rate(params, X, cfg)
                 cond[i, s] = rate["L"] / rate["alpha"] if rate["alpha"] > 0 else np.inf
-        out[kern] = {"rank": rank, "lambda_B": lam, "optimum": opt, "condition": cond}
+        out[kern] = {
+            "rank": rank, "lambda_B": lam, "optimum": opt, "condition": cond, "gram_min": gram
+        }  # fmt: skip
     out["rows"] = n_samples * seq_len
     out["expected_optimum"] = 1 - np.minimum(np.array(heads) * dim, out["rows"]) / out["rows"]
     return out

@@ -1,0 +1,12 @@
+"""The claims each chapter checks, as functions returning :class:`markovformer.claims.Claim`.
+
+One module per chapter. A chapter's check cell calls the function with what the chapter already
+computed (so nothing is computed twice) and prints the claims with
+:func:`markovformer.notebook.check_claims`; ``markovformer claims`` calls the same functions with
+nothing but the data root, and they compute what they need themselves. Importing this package
+registers every function (:func:`markovformer.claims.claims_of`).
+"""
+
+from . import ch1_markov, ch6_kernels, ch7_max_margin  # noqa: F401
+
+__all__: list[str] = []
