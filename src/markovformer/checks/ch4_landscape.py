@@ -1,0 +1,121 @@
+"""Chapter 4 (the loss landscape and gradient flow of the canonical model, L2G)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import canonical as C
+from ..claims import Claim, claims_of
+from ..experiments import l2g
+
+CH = 4
+DATA = Path("book/data")
+STICKY, SWITCHING = (0.2, 0.3), (0.5, 0.8)
+#: Monte-Carlo probability that (e0, w0) ~ N(0, s^2 I) lies in the global basin (SPEC section 3)
+SPEC_BASINS = {0.02: (0.000, 1.000), 0.1: (0.000, 1.000), 0.5: (0.189, 0.969),
+               1.0: (0.381, 0.887), 2.0: (0.465, 0.817), 3.0: (0.485, 0.791)}  # fmt: skip
+
+
+@claims_of(CH)
+def profile(root: Path | None = None) -> list[Claim]:
+    """G(A) = min_b L: G(0) = unigram loss, G(A*) = entropy rate, G'(0) in closed form, convex."""
+    A = np.linspace(-4, 4, 401)
+    out = []
+    for p, q in (STICKY, SWITCHING):
+        land = C.CanonicalLandscape(p, q)
+        name = f"({p:g}, {q:g})"
+        slope = (land.profile(1e-6) - land.profile(-1e-6)) / 2e-6
+        out += [
+            Claim(CH, f"{name} G(0) vs unigram loss", land.profile(0.0), land.unigram_loss,
+                  tol=1e-12, source="[derived]"),
+            Claim(CH, f"{name} G(A*) vs entropy rate", land.profile(land.a_star), land.entropy_rate,
+                  tol=1e-12, source="[derived]"),
+            Claim(CH, f"{name} G'(0) by differences vs pq(p+q-1)/(p+q)^2", slope,
+                  p * q * (p + q - 1) / (p + q) ** 2, tol=1e-8, source="[derived]"),
+            Claim(CH, f"{name} smallest second difference of G on [-4, 4]",
+                  np.diff(land.profile(A), 2).min(), (0.0, None), tol=1e-12, source="[derived]"),
+        ]  # fmt: skip
+    return out
+
+
+@claims_of(CH)
+def energy_and_critical_points(root: Path | None = None) -> list[Claim]:
+    """E is conserved along the flow; the global-minimum curve is critical and on the side of
+    the saddle that the sign of p + q - 1 predicts; the saddle's energy."""
+    rng = np.random.default_rng(0)
+    drift, n = 0.0, 0
+    for pq in (STICKY, SWITCHING):
+        land = C.CanonicalLandscape(*pq)
+        for e0, w0 in rng.uniform(-2.5, 2.5, size=(40, 2)):
+            flow = C.gradient_flow(land, e0, w0)
+            drift = max(drift, float(np.ptp(C.energy(*flow.y.T))))
+            n += 1
+    out = [Claim(CH, f"largest energy drift along {n} flows", drift, 0.0, tol=1e-6,
+                 source="[derived]")]  # fmt: skip
+    w = np.linspace(-3, 3, 601)
+    for pq in ((0.1, 0.1), (0.9, 0.9), STICKY, SWITCHING):
+        land = C.CanonicalLandscape(*pq)
+        e_star = land.global_minimum_curve(w)
+        ok = np.isfinite(e_star)
+        g = max(np.abs(v).max() for v in land.grad(e_star[ok], w[ok]))
+        right_side = np.all(w[ok] > C.W_SADDLE) == (sum(pq) < 1)
+        out += [
+            Claim(CH, f"({pq[0]:g}, {pq[1]:g}): max |grad L| on the global-minimum curve", g, 0.0,
+                  tol=1e-9, source="[derived]"),
+            Claim(CH, f"({pq[0]:g}, {pq[1]:g}): curve on the predicted side of w = -1/sqrt 2",
+                  int(right_side), 1, source="[derived]"),
+        ]  # fmt: skip
+    out.append(Claim(CH, "energy of the saddle vs -(1 + ln 2)/2", C.energy(0.0, C.W_SADDLE),
+                     -(1 + np.log(2)) / 2, tol=1e-12, source="[derived]"))  # fmt: skip
+    return out
+
+
+@claims_of(CH)
+def basins(root: Path | None = None, prob: dict | None = None) -> list[Claim]:
+    """Monte-Carlo basin probabilities of Gaussian (e0, w0) (SPEC table, 1e6 samples), and small
+    Gaussian starts of the flow: all global for p + q < 1, none for p + q > 1."""
+    prob = l2g.basin_probabilities(n=1_000_000) if prob is None else prob
+    out = []
+    for s, a, b in zip(prob["scale"], prob["switching"], prob["sticky"], strict=True):
+        ra, rb = SPEC_BASINS[float(s)]
+        out += [
+            Claim(CH, f"Pr(global basin), s = {float(s):g}, p + q > 1", a, ra, tol=0.005,
+                  seeds="1e6 samples, seed 0", source="[derived]"),
+            Claim(CH, f"Pr(global basin), s = {float(s):g}, p + q < 1", b, rb, tol=0.005,
+                  seeds="1e6 samples, seed 0", source="[derived]"),
+        ]  # fmt: skip
+    starts = np.random.default_rng(1).normal(0, 0.02, size=(200, 2))
+    for pq, want in ((STICKY, 200), (SWITCHING, 0)):
+        land = C.CanonicalLandscape(*pq)
+        hits = sum(C.gradient_flow(land, e0, w0, t_max=1e6).label for e0, w0 in starts)
+        out.append(Claim(CH, f"({pq[0]:g}, {pq[1]:g}): flows from N(0, 0.02^2 I) reaching the "
+                         "global minimum", hits, want, seeds="200 starts, seed 1",
+                         source="[paper]"))  # fmt: skip
+    return out
+
+
+@claims_of(CH)
+def three_d(root: Path | None = None, flows: dict | None = None) -> list[Claim]:
+    """Our 3-D (e, w, a) loss against Monte Carlo on the full canonical model, and the zoom of the
+    3-D flow near the origin (global for p + q < 1, unigram for p + q > 1)."""
+    land = C.CanonicalLandscape(*SWITCHING)
+    x = land.chain.sample(64, 4096, generator=torch.Generator().manual_seed(5))
+    out = []
+    for e, w, a in ((1.0, 0.6, 0.8), (1.2, -1.1, -0.7), (0.9, 0.3, 1.5)):
+        b = float(land.bias_3d(e, w, a))
+        model = C.CanonicalModel(1, attention=True).double().set_(e, w, b, a)
+        with torch.no_grad():
+            logits = model(x[None])[0]
+        mc = land.chain.exact_conditional_loss(x[:, 2048:], logits=logits[:, 2048:]).item()
+        out.append(Claim(CH, f"(e, w, a) = ({e}, {w}, {a}): Monte Carlo vs closed-form loss", mc,
+                         land.loss_3d(e, w, a), tol=3e-3, seeds="seed 5", source="[derived]"))  # fmt: skip
+    zoom = (flows or {}).get("zoom") or l2g.flows_3d(scale=0.05, n=30, seed=1)
+    for pq, want in ((STICKY, 30), (SWITCHING, 0)):
+        hits = sum(lab for _, lab in zoom[pq])
+        out.append(Claim(CH, f"({pq[0]:g}, {pq[1]:g}): 3-D flows from N(0, 0.05^2 I) reaching the "
+                         "global minimum", hits, want, seeds="30 starts, seed 1",
+                         source="[paper]"))  # fmt: skip
+    return out
