@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import numpy as np
 import torch
 
 from .claims import Claim
 
-__all__ = ["setup", "glue", "rounded", "check", "check_claims", "in_ci"]
+__all__ = ["setup", "glue", "rounded", "check", "check_claims", "in_ci", "elapsed", "glue_runtime"]
+
+#: when this module was first imported: in a chapter, right after the kernel started
+_START = time.perf_counter()
 
 
 def in_ci() -> bool:
@@ -93,3 +97,14 @@ def check_claims(claims) -> None:
         print(c.line())
     failed = [c.text for c in claims if not c.passed]
     assert not failed, f"claims that do not hold: {failed}"
+
+
+def elapsed() -> float:
+    """Seconds since this module was first imported (a chapter imports it in its first cell)."""
+    return time.perf_counter() - _START
+
+
+def glue_runtime(name: str = "runtime", step: float = 5.0) -> None:
+    """Glue the chapter's running time so far, rounded up to ``step`` seconds, for its first
+    paragraph ("Running time: ... s, measured when this page was built")."""
+    glue(name, int(step * np.ceil(elapsed() / step)))
