@@ -1,7 +1,7 @@
 """Run specifications, batched execution with resumable storage, and the experiment registry.
 
 A :class:`RunSpec` is one training configuration (chain, architecture, optimisation,
-initialisation). Its results live in ``<root>/transformer/<slug>-<hash>/seed_XXXX.npz``: the
+initialisation). Its results live in ``<root>/transformer-v2/<slug>-<hash>/seed_XXXX.npz``: the
 directory depends on the configuration only, so two figures that need the same runs share them
 (the tied arm of AwM-2, the plateau study of chapter 2 and the standard arm of L2G-4 are one
 configuration), and asking for more seeds only computes the new ones.
@@ -39,7 +39,12 @@ __all__ = [
     "NAMESPACE",
 ]
 
-NAMESPACE = "transformer"
+#: The folder of transformer runs under a results root. "-v2": runs of the defaults that match the
+#: authors' code (schedule ending at 0.2 x peak, W_O and W_2 drawn with 0.02/sqrt(2L); SPEC
+#: section 2). Runs of the earlier defaults (0.1 x peak, every matrix 0.02) lived in
+#: "transformer"; a new folder keeps them from ever being read as runs of the new defaults,
+#: whose configurations they can share (e.g. the schedule comparison's 0.1 x peak arm).
+NAMESPACE = "transformer-v2"
 
 
 @dataclass(frozen=True)
