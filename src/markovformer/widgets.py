@@ -1,22 +1,20 @@
-"""Interactive front-ends (ipywidgets) over the plotting functions.
+"""Interactive front-ends (ipywidgets) over the plotting functions, for Binder, Colab and Jupyter.
 
 Callbacks never train: they evaluate closed forms, sample a few hundred symbols or read
-precomputed arrays, so a redraw takes a fraction of a second. In the static HTML book the sliders
-are frozen on their first figure (there is no kernel); open the chapter in Binder or Colab to
-move them.
+precomputed arrays, so a redraw takes a fraction of a second. The static HTML book shows the
+live version of each panel instead (:mod:`markovformer.live`, which runs in the page); both read
+their data from :mod:`markovformer.explorers`, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
-import functools
-
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
-from . import plotting
-from .markov import BinaryChain, binary_entropy_rate, binary_unigram_loss
+from . import explorers, plotting
+from .explorers import loss_grid
+from .markov import BinaryChain
 
 __all__ = [
     "chain_explorer_figure",
@@ -67,24 +65,14 @@ def _log_slider(description: str, value: float, lo_exp: float, hi_exp: float):
                             description=description, style=_style())  # fmt: skip
 
 
-@functools.lru_cache(maxsize=4)
-def loss_grid(resolution: int = 199) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(p, q, entropy rate, unigram loss) on a grid of the open unit square; rows index q."""
-    g = np.linspace(0.5 / (resolution + 1), 1 - 0.5 / (resolution + 1), resolution)
-    P, Q = np.meshgrid(g, g)
-    return g, g, binary_entropy_rate(P, Q), binary_unigram_loss(P, Q)
-
-
 def chain_explorer_figure(
     p: float = 0.5, q: float = 0.8, seed: int = 0, n_sequences: int = 6, length: int = 120
 ) -> Figure:
     """Sample path, loss levels and position on the gap map for the chain (p, q)."""
-    chain = BinaryChain(p, q)
-    bits = chain.sample(n_sequences, length, generator=torch.Generator().manual_seed(seed))
-    gp, gq, rate, uni = loss_grid(99)
-    return plotting.plot_chain_explorer(
-        bits.numpy(), p, q, chain.entropy_rate, chain.unigram_loss, (gp, gq, uni - rate)
-    )
+    bits = explorers.chain_sample(p, q, seed, n_sequences, length)
+    rate, unigram = explorers.chain_levels(p, q)
+    gp, gq, grid_rate, grid_uni = loss_grid(99)
+    return plotting.plot_chain_explorer(bits, p, q, rate, unigram, (gp, gq, grid_uni - grid_rate))
 
 
 def chain_explorer(p: float = 0.5, q: float = 0.8, seed: int = 0):
@@ -114,11 +102,7 @@ def canonical_explorer_figure(
     steps: int = 1500,
 ) -> Figure:  # fmt: skip
     """Gradient flow and gradient descent of the canonical model from (e0, w0) for the chain (p, q)."""
-    from .canonical import CanonicalLandscape, gradient_descent, gradient_flow
-
-    land = CanonicalLandscape(p, q)
-    flow = gradient_flow(land, e0, w0, t_max=steps * lr)
-    gd = gradient_descent(land, e0, w0, lr=lr, steps=steps)
+    land, flow, gd = explorers.canonical_paths(p, q, e0, w0, lr, steps)
     return plotting.plot_canonical_explorer(land, flow, gd, lr)
 
 
@@ -146,13 +130,9 @@ def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: floa
     return _panel(draw, sliders)
 
 
-@functools.lru_cache(maxsize=2)
 def _basin_curve(switching: bool, n: int = 20_000) -> dict[str, np.ndarray]:
     """Pr((e0, w0) ~ N(0, s^2 I) lies in the global basin) on a log grid of scales."""
-    from .canonical import basin_probabilities
-
-    prob = basin_probabilities(np.geomspace(0.01, 5.0, 60), n=n)
-    return {"scale": prob["scale"], "global": prob["switching" if switching else "sticky"]}
+    return explorers.basin_curve(switching, n)
 
 
 def init_explorer_figure(
@@ -165,7 +145,7 @@ def init_explorer_figure(
     from .canonical import CanonicalLandscape
 
     land = CanonicalLandscape(p, q)
-    starts = np.random.default_rng(seed).normal(0.0, scale, size=(n, 2))
+    starts = explorers.init_starts(scale, seed, n)
     regime = "switching" if land.switching else "sticky"
     return plotting.plot_init_explorer(
         land,
@@ -205,13 +185,13 @@ def run_explorer_figure(rows: list[dict], index: int = 0, step: int = 1000) -> F
     """Trained run ``rows[index]`` (rows of :func:`markovformer.experiments.l2g.trajectory_table`)
     at training step ``step``: projected path over the basins with the gradient flow from its
     projected start, its loss curves, and its rank-one energies."""
-    from .canonical import CanonicalLandscape, gradient_flow
+    from .canonical import CanonicalLandscape
 
     if not 0 <= index < len(rows):
         raise ValueError(f"index must be in [0, {len(rows) - 1}], got {index}")
     row = rows[index]
     land = CanonicalLandscape(*row["chain"])
-    flow = gradient_flow(land, float(row["e"][0]), float(row["w"][0]))
+    flow = explorers.run_flow(row)
     run = dict(row, title=f"{row['chain']} {row['init']}, seed {row['seed']}")
     return plotting.plot_run_explorer(land, run, step, flow)
 
@@ -276,7 +256,7 @@ def kernel_explorer_figure(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0)
     """Softmax, Gaussian and row-normalised Gaussian attention on one random input."""
     from .experiments import gdd
 
-    return gdd.plot_kernels(gdd.kernel_example(qk_scale=qk_scale, seed=seed, c=c))
+    return gdd.plot_kernels(explorers.kernel_matrices(c, qk_scale, seed))
 
 
 def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0):
@@ -301,10 +281,9 @@ def dataset_explorer_figure(
 ) -> Figure:
     """Schematic of a realisable next-token dataset drawn by :func:`markovformer.ntp.make_dataset`
     (sentences of length 2..max_len, the optimal token framed, the collocation on the right)."""
-    from . import ntp
     from .experiments import ntp as ntpx
 
-    data = ntp.make_dataset(n_tokens, n_sentences, 2, max_len, seed)
+    data = explorers.dataset(n_tokens, n_sentences, max_len, seed)
     return ntpx.plot_dataset_schematic(data, n_show=n_sentences)
 
 
@@ -338,18 +317,9 @@ def reduction_explorer_figure(
 ) -> Figure:  # fmt: skip
     """The full transformer realising (e, w, a) exactly (rank-one weights, d = 8, uniform
     attention) against the canonical model, on one sampled sequence of the chain (p, q)."""
-    from .canonical import CanonicalModel
-    from .init import rank_one_
-    from .model import MarkovTransformer, TransformerConfig
-
-    x = BinaryChain(p, q).sample(1, length, generator=torch.Generator().manual_seed(seed))
-    full = MarkovTransformer(TransformerConfig(d=8, seq_len=length), 1).double()
-    rank_one_(full, [0], e=e, w=w, a=a)
-    canon = CanonicalModel(1, attention=a != 0).double().set_(e, w, 0.0, a if a != 0 else None)
-    with torch.no_grad():
-        lf, lc = full(x[None])[0, 0].numpy(), canon(x[None])[0, 0].numpy()
+    bits, lf, lc = explorers.reduction_logits(e, w, a, p, q, seed, length)
     title = f"(e, w, a) = ({e:g}, {w:g}, {a:g}) on the chain ({p:g}, {q:g})"
-    return plotting.plot_reduction(x[0].numpy(), lf, lc, p, q, title)
+    return plotting.plot_reduction(bits, lf, lc, p, q, title)
 
 
 def reduction_explorer(e: float = 1.0, w: float = -1.0, a: float = 0.0):
