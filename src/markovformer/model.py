@@ -12,6 +12,13 @@ With ``depth > 1`` the block (attention + MLP) is repeated with its own weights.
 ``n_states = S > 2`` symbols are embedded by a table E (S x d), the output is E z + b (tied) with a
 bias vector b in R^S, and the loss is the softmax cross-entropy.
 
+Three options serve the in-context chapter (SPEC section 7), and leave the model above untouched
+at their defaults: ``n_heads = H`` splits each attention layer into H heads of dimension d / H
+(W_Q, W_K, W_V stay d x d: head h uses rows h d/H .. (h+1) d/H - 1, concatenated before W_O);
+``mlp=False`` drops the MLP (an attention-only transformer); ``layer_norm=True`` normalises the
+input of every attention layer, of every MLP and of the output layer (pre-LN, as GPT-2), without
+learned gain or bias (the next linear map can absorb them).
+
 Every parameter carries a leading *run* dimension R: the module holds R independent models that
 train in one batched forward/backward. No operation mixes runs, so run r's gradients are exactly
 those of its own loss.
@@ -43,6 +50,10 @@ class TransformerConfig:
     attn_out_proj: bool = True  # the W_O projection after attention
     kernel: str = "softmax"  # attention kernel, looked up in markovformer.kernels
     kernel_options: tuple[tuple[str, float], ...] = ()  # keyword arguments of the kernel
+    # options added after the first artifacts: they enter to_dict() only when set (see there)
+    n_heads: int = 1  # attention heads per layer, each of dimension d / n_heads
+    mlp: bool = True  # False: attention-only blocks (no W_1, W_2)
+    layer_norm: bool = False  # pre-LN (no affine parameters) before attention, MLP and output
 
     def __post_init__(self) -> None:
         for name in ("d", "seq_len", "depth", "mlp_ratio"):
@@ -55,6 +66,9 @@ class TransformerConfig:
             or self.n_states < 2
         ):
             raise ValueError(f"n_states must be an integer >= 2, got {self.n_states!r}")
+        H = self.n_heads
+        if isinstance(H, bool) or not isinstance(H, int) or H < 1 or self.d % H:
+            raise ValueError(f"n_heads must be an integer >= 1 dividing d={self.d}, got {H!r}")
         object.__setattr__(self, "kernel_options", tuple(sorted(dict(self.kernel_options).items())))
         get_kernel(self.kernel, **dict(self.kernel_options))  # raises for an unknown kernel
 
@@ -63,7 +77,16 @@ class TransformerConfig:
         return self.n_states == 2
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """All fields, except later additions left at their default (keeps artifact hashes)."""
+        out = asdict(self)
+        for name, default in _LATER_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
+        return out
+
+
+#: fields added to TransformerConfig after the first artifacts, with their defaults
+_LATER_DEFAULTS = {"n_heads": 1, "mlp": True, "layer_norm": False}
 
 
 class MarkovTransformer(nn.Module):
@@ -78,8 +101,8 @@ class MarkovTransformer(nn.Module):
     pos       (R, N, d)                          learned positions p_n
     wq wk wv  (R, L, d, d)                       attention query / key / value
     wo        (R, L, d, d)                       attention output projection (optional)
-    w1        (R, L, m, d)                       MLP in
-    w2        (R, L, d, m)                       MLP out
+    w1        (R, L, m, d)                       MLP in (absent if ``mlp=False``)
+    w2        (R, L, d, m)                       MLP out (absent if ``mlp=False``)
     out       (R, d) / (R, S, d)                 untied output vector a (only if not tied)
     bias      (R,) / (R, S)                      output bias b
     ======== ================================== =========================================
@@ -103,7 +126,8 @@ class MarkovTransformer(nn.Module):
         self.pos = zeros(R, N, d)
         self.wq, self.wk, self.wv = zeros(R, L, d, d), zeros(R, L, d, d), zeros(R, L, d, d)
         self.wo = zeros(R, L, d, d) if config.attn_out_proj else None
-        self.w1, self.w2 = zeros(R, L, m, d), zeros(R, L, d, m)
+        self.w1 = zeros(R, L, m, d) if config.mlp else None
+        self.w2 = zeros(R, L, d, m) if config.mlp else None
         self.out = None if config.tied else zeros(*tok)
         self.bias = zeros(R) if config.binary else zeros(R, S)
         self.kernel = get_kernel(config.kernel, **dict(config.kernel_options))
@@ -142,35 +166,46 @@ class MarkovTransformer(nn.Module):
         return tok + self.pos[:, None, :N, :]
 
     def block(self, h: torch.Tensor, layer: int, return_attention: bool = False):
-        """One attention + MLP block with residuals. h: (R, B, N, d)."""
+        """One attention (+ MLP) block with residuals. h: (R, B, N, d)."""
         R, B, N, d = h.shape
+        H = self.config.n_heads
         flat = h.reshape(R, B * N, d)
+        src = self._norm(flat)
 
-        def proj(w: torch.Tensor) -> torch.Tensor:  # (R, B*N, d) @ (R, d, d)^T -> (R*B, 1, N, d)
-            return torch.bmm(flat, w[:, layer].transpose(1, 2)).reshape(R * B, 1, N, d)
+        def proj(w: torch.Tensor) -> torch.Tensor:  # (R, B*N, d) @ (R, d, d)^T -> (R*B, H, N, d/H)
+            out = torch.bmm(src, w[:, layer].transpose(1, 2))
+            if H == 1:
+                return out.reshape(R * B, 1, N, d)
+            return out.reshape(R * B, N, H, d // H).transpose(1, 2)
 
         q, k, v = proj(self.wq), proj(self.wk), proj(self.wv)
         att = None
         if return_attention:
-            att = self.kernel.weights(q, k, causal=True)  # (R*B, 1, N, N)
+            att = self.kernel.weights(q, k, causal=True)  # (R*B, H, N, N)
             o = att @ v
-            att = att.reshape(R, B, N, N)
+            att = att.reshape(R, B, N, N) if H == 1 else att.reshape(R, B, H, N, N)
         else:
-            o = self.kernel.apply(q, k, v, causal=True)  # (R*B, 1, N, d)
-        o = o.reshape(R, B * N, d)
+            o = self.kernel.apply(q, k, v, causal=True)  # (R*B, H, N, d/H)
+        o = o.reshape(R, B * N, d) if H == 1 else o.transpose(1, 2).reshape(R, B * N, d)
         if self.wo is not None:
             o = torch.bmm(o, self.wo[:, layer].transpose(1, 2))
         y = flat + o  # attention residual
-        hidden = F.relu(torch.bmm(y, self.w1[:, layer].transpose(1, 2)))  # (R, B*N, m)
+        if self.w1 is None:
+            return y.reshape(R, B, N, d), att
+        hidden = F.relu(torch.bmm(self._norm(y), self.w1[:, layer].transpose(1, 2)))  # (R, B*N, m)
         z = y + torch.bmm(hidden, self.w2[:, layer].transpose(1, 2))  # MLP residual
         return z.reshape(R, B, N, d), att
+
+    def _norm(self, h: torch.Tensor) -> torch.Tensor:
+        """Layer norm over the last axis without affine parameters, if the config asks for it."""
+        return F.layer_norm(h, h.shape[-1:]) if self.config.layer_norm else h
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         """Logits for the next symbol at every position.
 
         x: (R, B, N) int64 with N <= seq_len. Returns (R, B, N) logits of Pr(next = 1) for binary
         models and (R, B, N, S) logits otherwise; with ``return_attention`` also the list of
-        (R, B, N, N) attention matrices, one per block.
+        attention matrices, one per block: (R, B, N, N) with one head, (R, B, H, N, N) with H.
         """
         if x.ndim != 3 or x.shape[0] != self.n_runs:
             raise ValueError(
@@ -185,6 +220,7 @@ class MarkovTransformer(nn.Module):
         for layer in range(self.config.depth):
             h, att = self.block(h, layer, return_attention)
             attentions.append(att)
+        h = self._norm(h)
         a = self.output_vector
         if self.config.binary:
             logits = torch.einsum("rbnd,rd->rbn", h, a) + self.bias[:, None, None]

@@ -17,6 +17,13 @@ At chosen steps s (after s updates; s = 0 is the initialisation) it records the 
 probability of each next symbol per position given the current symbol (``probes``) and copies of
 the weights (``snapshots``). A run whose loss turns NaN or infinite is stopped (its parameters are
 frozen and its later metrics are NaN) and reported with its seed and step; the others go on.
+
+In-context learning (chapter 8, :mod:`markovformer.icl`): when the data are a
+:class:`~markovformer.icl.RandomChains` prior (a new chain per sequence), ``exact_loss`` and
+``excess`` refer to each sequence's own drawn kernel, ``bayes_loss`` (logged at every step) is the
+exact loss of the Bayes predictor on the same batch, and at the steps ``icl_steps`` the trainer
+records KL(strategy || model) for the uniform, unigram, bigram, ... strategies, the previous-token
+and induction scores of every head and, if ``icl_map_len > 0``, attention maps (``icl``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from .icl import InContextSource, RandomChains
 from .init import initialise
 from .markov import BinaryChain, MarkovChain, binary_chains_from_uniforms, binary_exact_loss
 from .model import MarkovTransformer, TransformerConfig
@@ -63,6 +71,8 @@ class TrainConfig:
     snapshot_steps: tuple[int, ...] = ()
     # options added after the first artifacts: they enter to_dict() only when set (see there)
     diagnostic_steps: tuple[int, ...] = ()  # rank-one energies and canonical (e, w, a) here
+    icl_steps: tuple[int, ...] = ()  # in-context evaluation (random-chain data only) here
+    icl_map_len: int = 0  # attention maps of this many positions of one probe sequence (0: none)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "probe_batch"):
@@ -82,7 +92,10 @@ class TrainConfig:
             )
         if not 0 <= self.warmup_frac < 1:
             raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac!r}")
-        for name in ("probe_steps", "snapshot_steps", "diagnostic_steps"):
+        m = self.icl_map_len
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+            raise ValueError(f"icl_map_len must be an integer >= 0, got {m!r}")
+        for name in ("probe_steps", "snapshot_steps", "diagnostic_steps", "icl_steps"):
             bad = [s for s in getattr(self, name) if not 0 <= s <= self.steps]
             if bad:
                 raise ValueError(f"{name} must lie in [0, steps={self.steps}], got {bad}")
@@ -90,12 +103,16 @@ class TrainConfig:
         object.__setattr__(self, "probe_steps", tuple(sorted(set(self.probe_steps))))
         object.__setattr__(self, "snapshot_steps", tuple(sorted(set(self.snapshot_steps))))
         object.__setattr__(self, "diagnostic_steps", tuple(sorted(set(self.diagnostic_steps))))
+        object.__setattr__(self, "icl_steps", tuple(sorted(set(self.icl_steps))))
 
     def to_dict(self) -> dict:
         """All fields, except later additions left at their default (keeps artifact hashes)."""
         out = asdict(self)
-        if not self.diagnostic_steps:
-            del out["diagnostic_steps"]
+        for name in ("diagnostic_steps", "icl_steps"):
+            if not out[name]:
+                del out[name]
+        if self.icl_map_len == 0:
+            del out["icl_map_len"]
         return out
 
 
@@ -155,6 +172,8 @@ class TrainResult:
     diagnostics: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (R, D)
     failures: list[dict] = field(default_factory=list)  # {"seed", "step", "loss"}
     wall_seconds: float = 0.0
+    icl_steps: list[int] = field(default_factory=list)
+    icl: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (R, P, ...)
 
     def record(self, i: int) -> dict[str, np.ndarray]:
         """Run i as a flat dict of arrays (the per-seed artifact format)."""
@@ -169,12 +188,15 @@ class TrainResult:
         if self.diagnostic_steps:
             out["diagnostic_steps"] = np.asarray(self.diagnostic_steps, dtype=np.int64)
             out.update({f"diag/{k}": v[i] for k, v in self.diagnostics.items()})
+        if self.icl_steps:
+            out["icl_steps"] = np.asarray(self.icl_steps, dtype=np.int64)
+            out.update({f"icl/{k}": v[i] for k, v in self.icl.items()})
         fail = [f for f in self.failures if f["seed"] == self.seeds[i]]
         out["failed_step"] = np.asarray(fail[0]["step"] if fail else -1, dtype=np.int64)
         return out
 
 
-ChainSpec = MarkovChain | Sequence[BinaryChain]
+ChainSpec = MarkovChain | Sequence[BinaryChain] | RandomChains
 
 
 def train(
@@ -192,8 +214,9 @@ def train(
 ) -> TrainResult:
     """Train ``len(seeds)`` independent runs and return what was measured.
 
-    ``chains`` is one chain shared by all runs, or one :class:`BinaryChain` per run (a (p, q)
-    grid in a single batch). ``model`` may be given pre-initialised (then ``init`` is ignored);
+    ``chains`` is one chain shared by all runs, one :class:`BinaryChain` per run (a (p, q)
+    grid in a single batch), or a :class:`~markovformer.icl.RandomChains` prior (a new chain for
+    every sequence: in-context learning). ``model`` may be given pre-initialised (then ``init`` is ignored);
     it must have ``len(seeds)`` runs. Any module with the interface of
     :class:`~markovformer.model.MarkovTransformer` (``n_runs``, ``forward``, ``loss_per_run``,
     ``named_run_parameters``, ``decay_parameter_names``) trains here, e.g. the canonical model of
@@ -204,10 +227,15 @@ def train(
     R = len(seeds)
     if R == 0:
         raise ValueError("seeds must not be empty")
-    if len(set(seeds)) != R and isinstance(chains, MarkovChain):
+    if len(set(seeds)) != R and isinstance(chains, (MarkovChain, RandomChains)):
         raise ValueError(f"seeds must be distinct when all runs share one chain, got {seeds}")
     dev = resolve_device(device)
-    data = _DataSource(chains, R, model_config, train_config.batch_size, seeds, dev)
+    if isinstance(chains, RandomChains):
+        data = InContextSource(chains, R, model_config, train_config.batch_size, seeds, dev)
+    elif train_config.icl_steps:
+        raise ValueError("icl_steps need random-chain data (a markovformer.icl.RandomChains)")
+    else:
+        data = _DataSource(chains, R, model_config, train_config.batch_size, seeds, dev)
 
     if model is None:
         model = MarkovTransformer(model_config, R)
@@ -223,6 +251,7 @@ def train(
     train_loss = torch.full((R, T), float("nan"), device=dev)
     exact_loss = torch.full((R, T), float("nan"), device=dev)
     excess = torch.full((R, T), float("nan"), device=dev)
+    extra = {n: torch.full((R, T), float("nan"), device=dev) for n in data.extra_metric_names}
     lrs = np.zeros(T)
     alive = torch.ones(R, dtype=torch.bool, device=dev)
     frozen: dict[str, torch.Tensor] = {}
@@ -230,8 +259,12 @@ def train(
     probe_x = data.probe_batch(tc.probe_batch) if tc.probe_steps else None
     probes, snaps = [], {n: [] for n in model.named_run_parameters()}
     diags: dict[str, list] = {}
+    icl_evals: dict[str, list] = {}
 
     def observe(step: int) -> None:
+        if step in tc.icl_steps:
+            for k, v in data.evaluate(model, tc.probe_batch, tc.icl_map_len).items():
+                icl_evals.setdefault(k, []).append(v)
         if step in tc.diagnostic_steps:
             for k, v in _diagnostics(model).items():
                 diags.setdefault(k, []).append(v)
@@ -269,6 +302,8 @@ def train(
         with torch.no_grad():
             ce, kl = data.exact_losses(inp, logits.detach())
             train_loss[:, t], exact_loss[:, t], excess[:, t] = loss_r.detach(), ce, kl
+            for n, v in (data.extra_metrics() if extra else {}).items():
+                extra[n][:, t] = v
             finite = torch.isfinite(loss_r.detach())
             newly_dead = alive & ~finite
             if bool(newly_dead.any()):
@@ -279,6 +314,8 @@ def train(
                 train_loss[~alive, t:] = float("nan")
                 exact_loss[~alive, t:] = float("nan")
                 excess[~alive, t:] = float("nan")
+                for v in extra.values():
+                    v[~alive, t:] = float("nan")
         opt.zero_grad(set_to_none=False)
         torch.where(alive, loss_r, torch.zeros_like(loss_r)).sum().backward()
         dead_any = not bool(alive.all())
@@ -311,6 +348,7 @@ def train(
             "train_loss": train_loss.cpu().numpy(),
             "exact_loss": exact_loss.cpu().numpy(),
             "excess": excess.cpu().numpy(),
+            **{n: v.cpu().numpy() for n, v in extra.items()},
             "lr": lrs,
         },
         probe_steps=list(tc.probe_steps),
@@ -324,6 +362,8 @@ def train(
         wall_seconds=wall,
         diagnostic_steps=list(tc.diagnostic_steps),
         diagnostics={k: np.stack(v, 1) for k, v in diags.items()},
+        icl_steps=list(tc.icl_steps),
+        icl={k: np.stack(v, 1) for k, v in icl_evals.items()},
     )
 
 
@@ -334,6 +374,8 @@ def train(
 
 class _DataSource:
     """Fresh sequences for every run from that run's own "data" generator."""
+
+    extra_metric_names: tuple[str, ...] = ()  # per-step metrics beyond the exact loss
 
     def __init__(self, chains, R, model_config, batch, seeds, device) -> None:
         N = model_config.seq_len

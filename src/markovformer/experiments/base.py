@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import ArtifactError, ArtifactStore
+from ..icl import RandomChains
 from ..markov import chain_from_spec
 from ..model import TransformerConfig
 from ..train import TrainConfig, resolve_device, train
@@ -36,6 +37,7 @@ __all__ = [
     "stack",
     "seed_list",
     "no_jobs",
+    "data_from_spec",
     "NAMESPACE",
 ]
 
@@ -61,6 +63,9 @@ class RunSpec:
     #: "transformer" or "canonical" (the (e, w, b) model, started at init_kwargs e, w[, b],
     #: with Adam learning rates mirroring a rank-one full model of dimension model.d)
     model_kind: str = "transformer"
+    #: the folder under the results root; not part of the identity (it says where results live,
+    #: not what they are): chapter 8 keeps its in-context runs in "icl"
+    namespace: str = NAMESPACE
 
     def identity(self) -> dict:
         """Everything that determines the results of a seed (the artifact's config.json).
@@ -103,13 +108,16 @@ class RunSpec:
         tied = "tied" if self.model.tied else "untied"
         kind = "" if self.model_kind == "transformer" else f"{self.model_kind}_"
         kernel = "" if self.model.kernel == "softmax" else f"_{self.model.kernel}"
+        m = self.model  # options added later appear only when set, so older slugs are unchanged
+        extra = (f"_H{m.n_heads}" if m.n_heads != 1 else "") + ("" if m.mlp else "_attn-only")
+        extra += "_ln" if m.layer_norm else ""
         return (
             f"{kind}{c['kind']}-{chain}_{tied}_L{self.model.depth}_d{self.model.d}"
-            f"_N{self.model.seq_len}_T{self.train.steps}_{self.init}{kernel}"
+            f"_N{self.model.seq_len}_T{self.train.steps}_{self.init}{kernel}{extra}"
         )
 
     def store(self, root: str | Path) -> ArtifactStore:
-        return ArtifactStore(root, NAMESPACE, self.identity(), slug=self.slug())
+        return ArtifactStore(root, self.namespace, self.identity(), slug=self.slug())
 
     def batch_key(self) -> str:
         """Specs with equal keys can train in one batched call."""
@@ -163,7 +171,7 @@ def run_specs(
         for i in range(0, len(pairs), chunk_size):
             chunk = pairs[i : i + chunk_size]
             spec0 = chunk[0][0]
-            chains = [chain_from_spec(sp.chain) for sp, _ in chunk]
+            chains = [data_from_spec(sp.chain) for sp, _ in chunk]
             shared = chains[0] if spec0.chain["kind"] != "binary" else chains
             say(f"training {len(chunk)} run(s): {spec0.slug()} ...")
             result = train(
@@ -187,6 +195,14 @@ def run_specs(
             for f in result.failures:
                 say(f"  run with seed {f['seed']} stopped at step {f['step']}: loss {f['loss']}")
     return load_specs(jobs, root)
+
+
+def data_from_spec(spec: dict):
+    """The data of a run: a chain (:func:`markovformer.markov.chain_from_spec`) or, for
+    ``kind == "random"``, the prior over chains of :class:`markovformer.icl.RandomChains`."""
+    if isinstance(spec, dict) and spec.get("kind") == "random":
+        return RandomChains.from_spec(spec)
+    return chain_from_spec(spec)
 
 
 def load_specs(
