@@ -1,6 +1,7 @@
 # The two commands a newcomer needs:
 #   make book   set up .venv (if absent) and build the HTML book into _build/html
-#   make test   set up .venv (if absent) and run every test: lint, unit tests, notebooks, book build
+#   make test   set up .venv (if absent) and run every test: lint, unit tests, notebooks, book build,
+#               and the built book in a headless browser (needs chromium and chromium-driver)
 # Both install from the lock file requirements/lock.txt (exact versions and hashes); `make lock`
 # refreshes it, `make test-latest` tries the notebooks with today's newest versions instead.
 
@@ -21,7 +22,7 @@ export MPLBACKEND := Agg
 export TQDM_DISABLE := 1
 
 .PHONY: install book test lint unit notebooks book-strict execute benchmarks lock test-latest \
-        claims clean
+        claims clean browser-test
 
 $(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +37,7 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build -W -n --keep-going .
 	@echo "Book built: open _build/html/index.html"
 
-test: lint unit notebooks book-strict
+test: lint unit notebooks book-strict browser-test
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -51,6 +52,12 @@ notebooks: $(STAMP)
 book-strict: $(STAMP)
 	rm -rf _build/html _build/.doctrees
 	$(BIN)/jupyter-book build -W -n --keep-going .
+
+# The built book (_build/html) in headless Chromium with the network off: every page, every live
+# figure moved (tests/browser); screenshots in _build/screenshots/. Fails if the book was not built
+# or Chromium is missing (Debian: apt-get install -y chromium chromium-driver).
+browser-test: $(STAMP)
+	MARKOVFORMER_BROWSER_TEST=1 $(BIN)/python -m pytest -p no:cacheprovider -q tests/browser
 
 # Re-execute every chapter in place (refreshes the committed outputs and widget state).
 execute: $(STAMP)

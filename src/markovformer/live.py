@@ -464,7 +464,7 @@ def reduction_explorer(e: float = 1.0, w: float = -1.0, a: float = 0.0, p: float
     unit_js = {k: _f64(v).reshape(-1) for k, v in unit.items() if k != "bias"}
     unit_js["bias"] = float(unit["bias"])
     _wire("reduction", controls, {**models, "u0": u0, "expo": expo.reshape(-1), "length": length,
-                                  "unit": unit_js})  # fmt: skip
+                                  "seed": seed, "unit": unit_js})  # fmt: skip
     layout = _layout("mf-reduction", _row(*controls.values()), sfig, _row(lfig, note))
     return LiveFigure("reduction", layout, {**controls, **models}, state)
 

@@ -46,7 +46,7 @@ def plot_sample_paths(paths: Mapping[str, np.ndarray]) -> Figure:
     ``paths`` maps a panel title to an integer array (n_sequences, length).
     """
     n = len(paths)
-    fig, axes = plt.subplots(n, 1, figsize=(10, 1.0 + 0.35 * sum(len(v) for v in paths.values())))
+    fig, axes = plt.subplots(n, 1, figsize=(8.2, 1.0 + 0.35 * sum(len(v) for v in paths.values())))
     axes = np.atleast_1d(axes)
     for ax, (title, bits) in zip(axes, paths.items(), strict=True):
         _bit_raster(ax, np.asarray(bits), title)
@@ -106,7 +106,7 @@ def plot_loss_maps(
     ``p`` and ``q`` are 1-D grids; the loss arrays have shape (len(q), len(p)). The dashed line is
     p + q = 1, where the chain is i.i.d. and the gap vanishes.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(12.5, 4.0))
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
     extent = (p[0], p[-1], q[0], q[-1])
     panels = (
         ("entropy rate (bigram loss)", entropy_rate, "viridis", (0, np.log(2))),

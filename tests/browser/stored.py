@@ -1,0 +1,43 @@
+"""The stored data that chapters hand to their live figures, loaded here the way the chapters
+load it (from the committed artifacts in book/data), so that the browser test can compare a live
+figure with what the package computes from the same artifacts."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "book" / "data"
+
+
+@functools.cache
+def grid() -> tuple[dict, list[float]]:
+    """Chapter 2: the mean exact-loss curve per cell of the AwM-4 grid, and the grid."""
+    from markovformer import experiments
+
+    results, jobs = experiments.get("awm-4").load(DATA)
+    return experiments.awm.grid_curves(results, jobs), list(experiments.awm.GRID)
+
+
+@functools.cache
+def runs() -> list[dict]:
+    """Chapter 4: the rows of the L2G-T trajectory table."""
+    from markovformer import experiments
+    from markovformer.experiments import l2g
+
+    results, jobs = experiments.get("l2g-t").load(DATA)
+    return l2g.trajectory_table(results, jobs)
+
+
+@functools.cache
+def measured() -> dict:
+    """Chapter 5: full-transformer success fractions against the init scale, by regime."""
+    from markovformer import experiments
+    from markovformer.experiments import guide
+
+    results, jobs = experiments.get("l2g-scale").load(DATA)
+    table = guide.scale_table(results, jobs, n_canonical=100)
+    return {
+        ("switching" if p + q > 1 else "sticky"): {"scale": row["scale"], "success": row["success"]}
+        for (p, q), row in table.items()
+    }
