@@ -50,8 +50,8 @@ CSS = """\
 /* markovformer: live figures (markovformer.live) */
 .mf-live-note { display: none; }
 .mf-live { margin: 0.5rem 0 0.25rem 0; }
-/* printed output: 88 characters fit the text column at a 1280-px window */
-div.cell_output pre, div.cell_input pre { font-size: 0.8rem; }
+/* code and printed output: 88 characters fit the text column at a 1280-px window */
+div.cell_output pre, div.cell_input pre { font-size: 0.75rem; }
 """
 #: pydata-sphinx-theme's Font Awesome as JavaScript (1.5 MB, for custom SVG icons: this book has
 #: none; the theme's icons come from its stylesheet and web fonts, which stay)

@@ -56,7 +56,8 @@ __all__ = [
 #: the kinds of live figure, one per interaction of the book (``MFLive.update[kind]``)
 KINDS = ("chain", "grid", "reduction", "run", "canonical", "init", "kernel", "dataset")
 
-WIDTH = 720  # the book's text column is about 740 px wide at a 1280-px window
+WIDTH = 650  # a figure's output area in the book's text column: 660 px at a 1280-px window
+HALF = 320  # two panels side by side
 NOTE = (
     "This is the live version of the figure, for the HTML book: it runs in the page with BokehJS. "
     "In Jupyter, Binder or Colab, run the slider panel of the next cell instead."
@@ -146,7 +147,7 @@ def _sources(state: dict) -> dict:
 
 
 def _slider(name: str, title: str, value: float, start: float, end: float, step: float,
-            fmt: str = "0[.]00", width: int = 230):  # fmt: skip
+            fmt: str = "0[.]00", width: int = 210):  # fmt: skip
     from bokeh.models import Slider
 
     if not start <= value <= end:
@@ -259,7 +260,7 @@ def chain_explorer(p: float = 0.5, q: float = 0.8, seed: int = 0, n_sequences: i
     raster.yaxis.axis_label = "sequence"
 
     names = state["sources"]["levels"]["name"]
-    bars = _figure(state["titles"]["barFig"], width=350, height=290,
+    bars = _figure(state["titles"]["barFig"], width=HALF, height=290,
                    x_range=FactorRange(*names), y_range=Range1d(0, 0.85))  # fmt: skip
     bars.vbar(x="name", top="value", width=0.6, color="color", source=src["levels"])
     bars.add_layout(LabelSet(x="name", y="value", text="label", source=src["levels"], y_offset=3,
@@ -269,7 +270,7 @@ def chain_explorer(p: float = 0.5, q: float = 0.8, seed: int = 0, n_sequences: i
     bars.xaxis.major_label_text_font_size = "8pt"
 
     gp, gq, grid_rate, grid_uni = X.loss_grid(99)
-    gap_fig = _figure("(p, q) on the gap map", width=350, height=290, x_range=Range1d(0, 1),
+    gap_fig = _figure("(p, q) on the gap map", width=HALF, height=290, x_range=Range1d(0, 1),
                       y_range=Range1d(0, 1))  # fmt: skip
     gap_fig.image(image=[_f32(grid_uni - grid_rate)], x=0, y=0, dw=1, dh=1,
                   color_mapper=LinearColorMapper(palette=Magma256, low=0, high=np.log(2)))  # fmt: skip
@@ -281,7 +282,7 @@ def chain_explorer(p: float = 0.5, q: float = 0.8, seed: int = 0, n_sequences: i
     controls = {
         "p": _slider("p", "p = Pr(1|0)", p, 0.01, 0.99, 0.01),
         "q": _slider("q", "q = Pr(0|1)", q, 0.01, 0.99, 0.01),
-        "seed": _slider("seed", "seed", seed, 0, n_seeds - 1, 1, fmt="0", width=200),
+        "seed": _slider("seed", "seed", seed, 0, n_seeds - 1, 1, fmt="0", width=180),
     }
     models = {**src, "rasterFig": raster, "barFig": bars}
     _wire("chain", controls, {**models, "u0": u0, "expo": expo, "shape": [n_sequences, length]})
@@ -361,7 +362,7 @@ def grid_explorer(curves: Mapping[tuple[float, float], Mapping[str, np.ndarray]]
     d = (grid[1] - grid[0]) / 2
     lo, hi = grid[0] - d, grid[-1] + d
     mapper = LinearColorMapper(palette=list(reversed(RdYlGn11)), low=0, high=1, nan_color="white")
-    gmap = _figure(map_title, width=330, height=320, x_range=Range1d(lo, hi),
+    gmap = _figure(map_title, width=300, height=320, x_range=Range1d(lo, hi),
                    y_range=Range1d(lo, hi))  # fmt: skip
     gmap.image(image=[_f32(gap_map)], x=lo, y=lo, dw=hi - lo, dh=hi - lo, color_mapper=mapper)
     gmap.line([0, 1], [1, 0], line_color="black", line_dash="dashed")
@@ -372,7 +373,7 @@ def grid_explorer(curves: Mapping[tuple[float, float], Mapping[str, np.ndarray]]
     gmap.yaxis.axis_label = "q"
 
     y0, y1 = state["props"]["curveFig.y_range"]
-    cfig = _figure(state["titles"]["curveFig"], width=390, height=320, y_range=Range1d(y0, y1))
+    cfig = _figure(state["titles"]["curveFig"], width=340, height=320, y_range=Range1d(y0, y1))
     for arm, color in zip(arms, COLORS, strict=False):
         cfig.line("step", arm, source=src["curves"], color=color, line_width=1.5, legend_label=arm)
     _draw_levels(cfig, src["levels"])
@@ -444,19 +445,19 @@ def reduction_explorer(e: float = 1.0, w: float = -1.0, a: float = 0.0, p: float
     sfig.xaxis.axis_label = "position n"
     sfig.yaxis.axis_label = "predicted Pr(next = 1)"
 
-    lfig = _figure(state["titles"]["logitFig"], width=330, height=300)
+    lfig = _figure(state["titles"]["logitFig"], width=300, height=300)
     lfig.line("x", "y", source=src["diag"], color="gray", line_dash="dotted")
     lfig.scatter("logit_canon", "logit_full", source=src["seq"], size=5, color=COLORS[0])
     lfig.xaxis.axis_label = "canonical logit"
     lfig.yaxis.axis_label = "full-model logit"
-    note = Div(width=370, text=(
+    note = Div(width=330, text=(
         "<p style='font-size:10pt'>Top: the true next-bit probability (gray) and both models' "
         "predictions along the sequence. Left: one model's logit against the other's; on the "
         "dotted diagonal they agree exactly. The page runs the transformer's forward pass "
         "(d = 8, W_Q = W_K = 0) on the package's rank-one weights.</p>"))  # fmt: skip
 
     controls = {
-        name: _slider(name, name, v, lo, hi, 0.05, width=140)
+        name: _slider(name, name, v, lo, hi, 0.05, width=120)
         for name, v, lo, hi in (("e", e, 0.0, 2.5), ("w", w, -2.5, 2.5), ("a", a, -2.0, 2.0),
                                 ("p", p, 0.05, 0.95), ("q", q, 0.05, 0.95))
     }  # fmt: skip
@@ -489,7 +490,7 @@ def _landscape_state(land) -> dict:
     }  # fmt: skip
 
 
-def _landscape(title: str, src: dict, width: int = 360, height: int = 340):
+def _landscape(title: str, src: dict, width: int = HALF, height: int = 330):
     """The (e, w) plane: basins, global-minimum curve, local-minimum segment (from ``src``),
     saddle and separatrix. Returns the figure and the grids the page needs."""
     from bokeh.models import LinearColorMapper, Range1d
@@ -569,7 +570,7 @@ def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: floa
     fig.scatter("w", "e", source=src["start"], size=10, fill_color="white", line_color="black")
 
     y0, y1 = state["props"]["lossFig.y_range"]
-    lfig = _figure("population loss against time", width=360, height=340, x_axis_type="log",
+    lfig = _figure("population loss against time", width=HALF, height=330, x_axis_type="log",
                    y_range=Range1d(y0, y1))  # fmt: skip
     lfig.line("t1", "loss", source=src["flowLoss"], color="black", line_width=2,
               legend_label="gradient flow, L(e, w) at optimal b")  # fmt: skip
@@ -582,7 +583,7 @@ def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: floa
     lfig.legend.label_text_font_size = "8pt"
 
     controls = {
-        name: _slider(name, name, v, lo, hi, 0.05, width=170)
+        name: _slider(name, name, v, lo, hi, 0.05, width=150)
         for name, v, lo, hi in (("p", p, 0.05, 0.95), ("q", q, 0.05, 0.95),
                                 ("e0", e0, -2.5, 2.5), ("w0", w0, -2.5, 2.5))
     }  # fmt: skip
@@ -666,7 +667,7 @@ def run_explorer(rows: Sequence[Mapping], index: int = 0, step: int = 1000) -> L
     fig.scatter("w", "e", source=src["now"], size=10, fill_color=COLORS[0], line_color="black")
 
     y0, y1 = state["props"]["lossFig.y_range"]
-    lfig = _figure("exact loss of the run", width=360, height=340, y_range=Range1d(y0, y1))
+    lfig = _figure("exact loss of the run", width=HALF, height=330, y_range=Range1d(y0, y1))
     lfig.line("step", "loss", source=src["lossCurve"], color=COLORS[0], line_width=1,
               legend_label="transformer, exact loss")  # fmt: skip
     lfig.scatter("step", "loss", source=src["canonLoss"], size=3, color="black",
@@ -695,11 +696,11 @@ def run_explorer(rows: Sequence[Mapping], index: int = 0, step: int = 1000) -> L
     efig.legend.label_text_font_size = "8pt"
 
     last = int(max(int(r["steps"][-1]) for r in records))
-    menu = Select(name="menu", title="run", value=str(index), width=400,
+    menu = Select(name="menu", title="run", value=str(index), width=370,
                   options=[(str(i), f"{r['chain']} {r['init']}, seed {r['seed']} -> "
                             f"{r['outcome']}") for i, r in enumerate(rows)])  # fmt: skip
     controls = {"menu": menu,
-                "step": _slider("step", "training step", step, 0, last, 10, fmt="0", width=300)}  # fmt: skip
+                "step": _slider("step", "training step", step, 0, last, 10, fmt="0", width=250)}  # fmt: skip
     models = {**src, "mapFig": fig, "lossFig": lfig, "marker": marker, "marker2": marker2}
     _wire("run", controls, {**models, **grids, "runs": records, "energyNames": names})
     layout = _layout("mf-run", _row(*controls.values()), _row(fig, lfig), efig)
@@ -752,12 +753,12 @@ def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, seed: int 
         raise ValueError(f"p + q = 1 (p={p}, q={q}): the chain has no basins; start elsewhere")
     state = init_state(p, q, scale, seed, n, measured)
     src = _sources(state)
-    fig, grids = _landscape(state["titles"]["mapFig"], src, width=380)
+    fig, grids = _landscape(state["titles"]["mapFig"], src, width=330)
     fig.scatter("w", "e", source=src["starts"], color="color", size=3)
     fig.scatter([-1.0], [1.0], marker="star", size=16, fill_color="gold", line_color="black",
                 legend_label="guideline (e, w) = (1, -1)")  # fmt: skip
 
-    cfig = _figure(state["titles"]["curveFig"], width=340, height=340, x_axis_type="log",
+    cfig = _figure(state["titles"]["curveFig"], width=310, height=330, x_axis_type="log",
                    y_range=Range1d(-0.03, 1.03))  # fmt: skip
     cfig.line("scale", "global", source=src["curve"], color=COLORS[0], line_width=2,
               legend_label="canonical model (gradient flow)")  # fmt: skip
@@ -771,8 +772,8 @@ def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, seed: int 
     cfig.legend.label_text_font_size = "8pt"
 
     controls = {
-        "p": _slider("p", "p", p, 0.05, 0.95, 0.05, width=170),
-        "q": _slider("q", "q", q, 0.05, 0.95, 0.05, width=170),
+        "p": _slider("p", "p", p, 0.05, 0.95, 0.05, width=140),
+        "q": _slider("q", "q", q, 0.05, 0.95, 0.05, width=140),
         "logScale": _slider(
             "logScale",
             "log10 of the init scale s",
@@ -780,9 +781,9 @@ def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, seed: int 
             -2.0,
             0.6,
             0.05,
-            width=200,
+            width=190,
         ),  # fmt: skip
-        "seed": _slider("seed", "seed", seed, 0, n_seeds - 1, 1, fmt="0", width=160),
+        "seed": _slider("seed", "seed", seed, 0, n_seeds - 1, 1, fmt="0", width=140),
     }
     curves = {r: X.basin_curve(r == "switching") for r in ("switching", "sticky")}
     meas = {k: {"scale": [float(v) for v in m["scale"]],
@@ -840,7 +841,7 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0,
         mapper = LinearColorMapper(
             palette=Viridis256, low=0, high=state["props"][f"mapper{i}.high"]
         )
-        fig = _figure(state["titles"][f"fig_{name}"], width=240, height=260,
+        fig = _figure(state["titles"][f"fig_{name}"], width=214, height=250,
                       x_range=Range1d(-0.5, n - 0.5), y_range=Range1d(n - 0.5, -0.5))  # fmt: skip
         fig.image("image", x="x", y="y", dw="dw", dh="dh", source=src[f"S_{name}"],
                   color_mapper=mapper)  # fmt: skip
@@ -858,7 +859,7 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0,
         "logScale": _slider(
             "logScale", "log10 of the scale of W_Q, W_K", float(np.log10(qk_scale)), -1.0, 1.0, 0.05
         ),  # fmt: skip
-        "seed": _slider("seed", "seed", seed, 0, n_seeds - 1, 1, fmt="0", width=200),
+        "seed": _slider("seed", "seed", seed, 0, n_seeds - 1, 1, fmt="0", width=180),
     }
     named = {f"mapper{i}": m for i, m in enumerate(mappers)}
     named.update({f"fig_{k}": f for k, f in zip(KERNEL_LABELS, figs, strict=True)})
@@ -958,10 +959,10 @@ def dataset_explorer(n_tokens: int = 8, n_sentences: int = 6, max_len: int = 6, 
                          source=src["arrows"], x_start="x0", y_start="y0", x_end="x1",
                          y_end="y1", line_color=COLORS[0]))  # fmt: skip
     controls = {
-        "K": _slider("K", "tokens K", n_tokens, 3, 16, 1, fmt="0", width=170),
-        "N": _slider("N", "sentences", n_sentences, 1, 10, 1, fmt="0", width=170),
-        "L": _slider("L", "longest", max_len, 2, 10, 1, fmt="0", width=170),
-        "seed": _slider("seed", "seed", seed, seeds.start, seeds.stop - 1, 1, fmt="0", width=170),
+        "K": _slider("K", "tokens K", n_tokens, 3, 16, 1, fmt="0", width=150),
+        "N": _slider("N", "sentences", n_sentences, 1, 10, 1, fmt="0", width=150),
+        "L": _slider("L", "longest", max_len, 2, 10, 1, fmt="0", width=150),
+        "seed": _slider("seed", "seed", seed, seeds.start, seeds.stop - 1, 1, fmt="0", width=150),
     }
     models = {**src, "fig": fig}
     _wire("dataset", controls, {**models, "table": table})
