@@ -203,3 +203,69 @@ def test_eval_steps_grid():
     assert icl_exp.eval_steps(100, fine_until=40, fine=20, coarse=30) == (0, 20, 40, 70, 100)
     assert icl_exp.eval_steps(30, fine_until=40, fine=20) == (0, 20, 30)
     assert icl_exp.eval_steps(2000)[:3] == (0, 25, 50) and len(icl_exp.eval_steps(2000)) == 51
+
+
+def _fake_mc(one_layer_gap: float, two_layer_gap: float, transition: bool = True):
+    """icl-mc results made by hand: 3 seeds, 100 steps, evaluations every 25 steps."""
+    jobs = icl_exp._mc_jobs(3, 100)
+    steps = np.array(icl_exp.eval_steps(100))  # 0, 25, 50, 75, 100
+    results = []
+    for sp, seeds in jobs:
+        L = sp.model.depth
+        gap = two_layer_gap if L == 2 else one_layer_gap
+        big = (
+            np.array([0.2, 0.1, 0.05, 0.01, 0.005]) if (L == 2 and transition) else np.full(5, 0.1)
+        )
+        rec = {
+            "exact_loss": np.full(100, 0.9 + gap),
+            "bayes_loss": np.full(100, 0.9),
+            "icl_steps": steps,
+            "icl/kl/uniform": np.array([0.0, 0.06, 0.1, 0.2, 0.2]),
+            "icl/kl/unigram": np.array([0.1, 0.02, 0.08, 0.1, 0.1]),
+            "icl/kl/bigram": big,
+            "icl/prev_token": np.full((5, L, 1), 0.9),
+            "icl/induction": np.full((5, L, 1), 0.95),
+        }
+        results.append({s: rec for s in seeds})
+    return results, jobs
+
+
+def test_stage_and_head_claims_pass_and_fail_on_hand_made_runs():
+    ok = icl_exp.stage_claims(None, *_fake_mc(one_layer_gap=0.1, two_layer_gap=0.004))
+    assert [c.passed for c in ok] == [True, True, True]
+    assert ok[0].measured == 3  # all three seeds: unigram closest at step 25, bigram from 75 on
+    bad = icl_exp.stage_claims(None, *_fake_mc(one_layer_gap=0.004, two_layer_gap=0.004))
+    assert [c.passed for c in bad] == [True, True, False]  # one layer reaching Bayes fails
+    none = icl_exp.stage_claims(None, *_fake_mc(0.1, 0.03, transition=False))
+    assert [c.passed for c in none] == [False, False, True]
+    heads = icl_exp.head_claims(None, *_fake_mc(0.1, 0.004))
+    assert all(c.passed for c in heads)
+
+
+def test_chapter_pipeline_on_a_tiny_run(tmp_path):
+    """icl-mc at 30 steps and 2 seeds: stored, reloaded, the live data, figures and the trained
+    models (their predictions must match the stored final loss path: same weights)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results, jobs = icl_exp.MC.run(tmp_path, n_seeds=2, steps=30)
+    again, _ = icl_exp.MC.load(tmp_path, n_seeds=2, steps=30)
+    np.testing.assert_array_equal(again[1][0]["icl/maps"], results[1][0]["icl/maps"])
+    data = icl_exp.step_explorer_data(results, jobs, depth=2, seed=1)
+    P = len(data["steps"])
+    assert data["steps"].tolist() == [0, 25, 30] and data["maps"].shape == (P, 2, 1, 24, 24)
+    assert set(data["kl"]) == {"uniform", "unigram", "bigram"} and len(data["closest"]) == P
+    assert data["symbols"].shape == (24,) and data["gap"].shape == (P,)
+    plt.close(icl_exp.step_explorer_figure(data, 26))
+    model = icl_exp.trained_models(results, jobs)
+    torch.testing.assert_close(model.wq[1], torch.as_tensor(results[1][1]["final/wq"]))
+    curves = icl_exp.position_curves(results, jobs, n_sequences=20)
+    assert curves["model"].shape == (2, 100) and curves["bayes"].shape == (100,)
+    plt.close(icl_exp.plot_position_curves(curves))
+    for exp in (icl_exp.MC, icl_exp.STAGES, icl_exp.HEADS):
+        plt.close(exp.figure(results, jobs))
+        assert exp.summary(results, jobs)
+    with pytest.raises(ValueError, match="without their final weights"):
+        icl_exp.trained_models(results, jobs, depth=1)

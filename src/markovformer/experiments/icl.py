@@ -1,7 +1,7 @@
 """Chapter 8: learning the chain in context (SPEC section 7).
 
-Every sequence comes from its own chain, drawn from the prior of :class:`markovformer.icl.RandomChains`;
-the results live under ``<root>/icl/``.
+Every sequence comes from its own chain, drawn from the prior of
+:class:`markovformer.icl.RandomChains`; the results live under ``<root>/icl/``.
 
 * ``icl-mc``: ICL-MC (Edelman et al., 2024) at CPU size: S = 3 symbols, first order, alpha = 1,
   N = 100; one layer against two (one head each, MLP, pre-LN); the loss against the Bayes risk
@@ -9,6 +9,7 @@ the results live under ``<root>/icl/``.
 * ``icl-stages``: the same runs, KL(strategy || model) over training (the stages);
 * ``icl-heads``: the same runs opened up: attention maps and the previous-token and induction
   scores, before and after the transition;
+* ``icl-ablation``: the two-layer model without its MLP, and without layer norm;
 * ``icl-order``: order against depth (Rajaraman et al., CDS; Ekbote et al., 2L): binary chains of
   order k = 1, 2, 3, depth 1, 2, 3, one head per layer, final loss against the add-alpha k-gram
   floor.
@@ -22,15 +23,28 @@ chapter are registered below with :func:`markovformer.claims.claims_of`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from ..claims import Claim, claims_of
-from ..icl import RandomChains, bayes_risk, redundancy_rate, strategy_name, strategy_orders
+from ..icl import (
+    RandomChains,
+    bayes_risk,
+    expected_loss,
+    model_log_probs,
+    ngram_predictor,
+    redundancy_rate,
+    strategy_name,
+    strategy_orders,
+    strategy_predictions,
+)
 from ..model import MarkovTransformer, TransformerConfig
+from ..rng import make_generator
 from ..train import TrainConfig
 from .base import Experiment, RunSpec, load_specs, register, seed_list, stack
 
@@ -46,6 +60,12 @@ __all__ = [
     "stage_steps",
     "mc_table",
     "order_table",
+    "ablation_table",
+    "ABLATIONS",
+    "trained_models",
+    "position_curves",
+    "plot_position_curves",
+    "plot_bayes_risk",
     "step_explorer_data",
     "step_explorer_figure",
     "step_explorer",
@@ -406,6 +426,189 @@ HEADS = register(
         description=f"ICL-MC: attention maps, previous-token and induction scores; {_MC_DESC}",
         jobs=_mc_jobs, figure=_heads_figure, summary=_heads_summary,
         default_seeds=ICL_SEEDS, chapter="08_in_context",
+    )
+)  # fmt: skip
+
+
+def trained_models(results, jobs, depth: int = 2) -> MarkovTransformer:
+    """The stored final weights of the ``depth``-layer ``icl-mc`` runs as one batched model
+    (one run per seed, in seed order)."""
+    res, sp = _by_depth(results, jobs)[depth]
+    seeds = sorted(res)
+    if (
+        f"final/{next(iter(MarkovTransformer(sp.model, 1).named_run_parameters()))}"
+        not in res[seeds[0]]
+    ):
+        raise ValueError(f"the {depth}-layer runs were stored without their final weights")
+    model = MarkovTransformer(sp.model, len(seeds))
+    for r, s in enumerate(seeds):
+        state = {n: torch.as_tensor(res[s][f"final/{n}"]) for n in model.named_run_parameters()}
+        model.load_run_state(r, state)
+    return model.eval()
+
+
+@torch.no_grad()
+def position_curves(results, jobs, n_sequences: int = 1000, seed: int = 0) -> dict:
+    """Per position n: the exact loss of every trained two-layer run, of the Bayes predictor and
+    of the strategies, on ``n_sequences`` fresh sequences from the prior (the "positions" stream
+    of ``seed``, the same sequences for every run). Returns ``positions`` (N,), ``model``
+    (runs, N), ``bayes``, ``entropy``, ``uniform``, ``unigram`` (N,) and ``seeds``."""
+    model = trained_models(results, jobs, 2)
+    pr, N = ICL_PRIOR, model.config.seq_len
+    x, kern = pr.sample(n_sequences, N, make_generator(seed, "positions"))
+    law = pr.next_law(x, kern)
+    R = model.n_runs
+    logits = model(x.unsqueeze(0).expand(R, -1, -1).contiguous())
+    logq = model_log_probs(logits, pr.n_states)
+    model_loss = -(law * logq).sum(-1).mean(1).numpy()  # (R, N)
+    out = {
+        "positions": np.arange(N),
+        "model": model_loss,
+        "seeds": sorted(_by_depth(results, jobs)[2][0]),
+    }
+    out["bayes"] = (
+        expected_loss(ngram_predictor(x, pr.n_states, pr.order, pr.alpha), law).mean(0).numpy()
+    )
+    out["entropy"] = expected_loss(law, law).mean(0).numpy()
+    for name, p in strategy_predictions(x, pr.n_states, pr.alpha, (0,)).items():
+        out[name] = expected_loss(p, law).mean(0).numpy()
+    return out
+
+
+def plot_position_curves(curves: dict):
+    """Loss against the position in the sequence: the trained runs, Bayes, the strategies."""
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.8))
+    n = curves["positions"] + 1  # predictions made after n symbols
+    ax = axes[0]
+    for name, (color, ls) in (("uniform", LEVEL_STYLE["uniform"]), ("unigram", LEVEL_STYLE["unigram"]),
+                              ("bayes", LEVEL_STYLE["bigram"]), ("entropy", LEVEL_STYLE["entropy"])):  # fmt: skip
+        label = {"bayes": "Bayes (in-context bigram)", "entropy": "knows the chain"}.get(name, name)
+        ax.plot(n, curves[name], color=color, ls=ls, lw=1.2, label=label)
+    for r, row in enumerate(curves["model"]):
+        ax.plot(n, row, color="C0", lw=0.8, alpha=0.8, label="two-layer runs" if r == 0 else None)
+    ax.set_xlabel("symbols seen n")
+    ax.set_ylabel("exact loss of the next prediction")
+    ax.legend(fontsize=7)
+    ax.set_title("loss falls along the sequence: learning in context")
+    ax = axes[1]
+    for r, row in enumerate(curves["model"]):
+        ax.plot(n, row - curves["bayes"], lw=0.9, label=f"seed {curves['seeds'][r]}")
+    ax.axhline(0, color="0.5", lw=0.6)
+    ax.set_xlabel("symbols seen n")
+    ax.set_ylabel("loss of the run - loss of Bayes (nats)")
+    ax.set_title("two-layer runs above the Bayes predictor, same sequences")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bayes_risk(prior: RandomChains, length: int, n_sequences: int = 4000, seed: int = 0):
+    """Per-position losses of the Bayes predictor and the strategies under ``prior``, and n times
+    the excess of the Bayes risk over the chain's entropy against (S - 1) S^k / 2."""
+    r = bayes_risk(prior, length, n_sequences, seed=seed)
+    n = np.arange(1, length + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.6))
+    ax = axes[0]
+    for name in ("uniform", "unigram", "bigram", "entropy"):
+        if name in r:
+            color, ls = LEVEL_STYLE[name]
+            ax.plot(n, r[name], color=color, ls=ls, lw=1.2, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("symbols seen n")
+    ax.set_ylabel("expected loss (nats)")
+    ax.set_title(f"{prior}: the strategies along a sequence", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    ax.plot(n, n * (r["bayes"] - r["entropy"]), color="k", lw=1.2, label="n x (Bayes - entropy)")
+    ax.axhline(float(redundancy_rate(prior.n_states, prior.order, 1.0)), color="C2", ls="--",
+               label="(S-1) S^k / 2")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("symbols seen n")
+    ax.set_title(f"{n_sequences} sequences, seed {seed}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# icl-ablation: what the MLP and the layer norm contribute (two layers)
+# --------------------------------------------------------------------------------------------
+
+ABLATIONS = {
+    "MLP, layer norm (the chapter's model)": {},
+    "attention only, layer norm": {"mlp": False},
+    "MLP, no layer norm": {"layer_norm": False},
+}
+
+
+def _ablation_jobs(n_seeds, steps):
+    """The two-layer runs of icl-mc (the first three seeds: the same stored runs) and the two
+    variants, which store curves only."""
+    seeds = seed_list(n_seeds, 3)
+    base = _mc_jobs(n_seeds, steps)[1][0]
+    jobs = [(base, seeds)]
+    for change in list(ABLATIONS.values())[1:]:
+        cfg = dataclasses.replace(base.model, **change)
+        spec = dataclasses.replace(base, model=cfg, train=icl_train(base.train.steps),
+                                   keep_final_state=False,
+                                   record_keys=_keys(ICL_PRIOR, cfg, False, False))  # fmt: skip
+        jobs.append((spec, seeds))
+    return jobs
+
+
+def _ablation_name(spec: RunSpec) -> str:
+    m = spec.model
+    return next(k for k, v in ABLATIONS.items() if all(getattr(m, a) == b for a, b in v.items())
+                and (m.mlp, m.layer_norm) == (v.get("mlp", True), v.get("layer_norm", True)))  # fmt: skip
+
+
+def ablation_table(results, jobs) -> dict:
+    """Per variant: final gap to the Bayes risk per seed and the steps of the stages."""
+    out = {}
+    for res, (sp, _) in zip(results, jobs, strict=True):
+        steps = res[min(res)]["icl_steps"]
+        st = [stage_steps(_kls(res, s), steps) for s in sorted(res)]
+        out[_ablation_name(sp)] = {
+            "gap": final_gap(res),
+            "bigram_from": [x["bigram_from"] for x in st],
+            "unigram_steps": [x["unigram_steps"] for x in st],
+        }
+    return out
+
+
+def _ablation_figure(results, jobs):
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for (res, (sp, _)), color in zip(
+        zip(results, jobs, strict=True), ("C0", "C2", "C4"), strict=True
+    ):
+        x, sm = _smooth(stack(res, "exact_loss") - stack(res, "bayes_loss"))
+        for i, row in enumerate(sm):
+            ax.plot(x, row, color=color, lw=0.9, label=_ablation_name(sp) if i == 0 else None)
+    lv = _levels(jobs[0][0])
+    ax.axhline(lv["unigram"] - lv["bayes"], color="C3", ls="-.", lw=1, label="in-context unigram")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("exact loss - Bayes loss, 25-step mean")
+    ax.set_title(f"two layers, S = 3, k = 1, N = {ICL_N}; one line per seed", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _ablation_summary(results, jobs) -> dict:
+    return {
+        name: {"gap per seed": [round(float(v), 4) for v in row["gap"]],
+               "bigram closest from": row["bigram_from"], "unigram closest (evaluations)": row["unigram_steps"]}
+        for name, row in ablation_table(results, jobs).items()
+    }  # fmt: skip
+
+
+ABLATION = register(
+    Experiment(
+        id="icl-ablation",
+        description=f"ICL-MC, two layers: MLP vs attention only, layer norm vs none; {ICL_T} steps, 3 seeds",
+        jobs=_ablation_jobs, figure=_ablation_figure, summary=_ablation_summary,
+        default_seeds=3, chapter="08_in_context",
     )
 )  # fmt: skip
 
