@@ -280,7 +280,7 @@ def plot_loss_panels(panels: Sequence[dict], ncols: int | None = None) -> Figure
     n = len(panels)
     ncols = ncols or n
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 3.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.5 * nrows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
         draw_loss_curves(
             ax, panel["curves"], panel["rate"], panel["unigram"], ylim=panel.get("ylim")
@@ -300,7 +300,7 @@ def plot_position_probes(panels: Sequence[dict]) -> Figure:
     """
     ncols = min(len(panels), 2)
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 3.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
         for (label, pr), color in zip(panel["probes"].items(), ("C0", "C1", "C4"), strict=False):
             n = np.arange(1, pr.shape[-1] + 1)
@@ -342,7 +342,7 @@ def plot_grid_maps(
     annotate: bool = True,
 ) -> Figure:
     """Heat maps of a value over a (p, q) grid; arrays have shape (len(qs), len(ps))."""
-    fig, axes = plt.subplots(1, len(maps), figsize=(5.0 * len(maps) + 0.8, 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.4 * len(maps) + 0.8, 4.0), squeeze=False)
     dp, dq = (ps[1] - ps[0]) / 2, (qs[1] - qs[0]) / 2
     for ax, (title, z) in zip(axes[0], maps.items(), strict=True):
         im = ax.imshow(
@@ -398,7 +398,7 @@ def plot_plateau(
     (``survival``: an :class:`markovformer.analysis.Survival` of these curves)."""
     from .analysis import plateau_survival
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 3.8), width_ratios=[1.6, 1])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10.0, 3.6), width_ratios=[1.6, 1])
     steps = np.arange(1, curves.shape[1] + 1)
     for row in curves:
         ax.plot(steps, row, lw=0.7, alpha=0.7)
@@ -419,7 +419,7 @@ def plot_plateau(
 
 def plot_survival_panels(panels: Sequence[dict], marks: Sequence[int] = ()) -> Figure:
     """One panel per dict ``{"title", "arms": {label: Survival}}``: Kaplan-Meier curves side by side."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
     colors = ("k", UNIGRAM_COLOR, "tab:blue", "tab:green")
     for ax, panel in zip(axes[0], panels, strict=True):
         for (label, surv), color in zip(panel["arms"].items(), colors, strict=False):
@@ -443,8 +443,11 @@ def plot_rank_one(
     ``arms`` maps an arm label to {matrix name: array (seeds, n_steps)}; ``titles`` maps the
     matrix names to panel titles (and fixes their order).
     """
-    fig, axes = plt.subplots(1, len(titles), figsize=(4.2 * len(titles), 3.3), squeeze=False)
-    for ax, (name, title) in zip(axes[0], titles.items(), strict=True):
+    n = len(titles)
+    ncols = n if n <= 3 else 2  # four panels as a 2 x 2 grid: readable in the book's column
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.5 * ncols, 2.8 * nrows), squeeze=False)
+    for ax, (name, title) in zip(axes.flat, titles.items(), strict=False):
         for (arm, mats), color in zip(arms.items(), ("C0", "C1", "C2", "C4"), strict=False):
             vals = np.atleast_2d(mats[name])
             ax.plot(
@@ -456,7 +459,10 @@ def plot_rank_one(
         ax.set_ylim(0, 1.03)
         ax.set_xlabel("training step")
         ax.set_title(title)
-    axes[0, 0].set_ylabel(r"$\sigma_1^2 / \sum_i \sigma_i^2$")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(r"$\sigma_1^2 / \sum_i \sigma_i^2$")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
     axes[0, 0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
@@ -466,7 +472,7 @@ def plot_weight_heatmaps(rows: Mapping[str, Sequence[tuple[str, np.ndarray]]]) -
     """A grid of weight matrices: one row per label, (title, matrix) panels within a row."""
     nrow = len(rows)
     ncol = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.3 * ncol, 2.5 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.0 * ncol, 2.1 * nrow), squeeze=False)
     for i, (label, panels) in enumerate(rows.items()):
         for j, (title, mat) in enumerate(panels):
             ax = axes[i, j]
@@ -604,7 +610,7 @@ def plot_flow_3d(panels: Sequence[dict], ncols: int = 2) -> Figure:
     at the unigram one. Each panel: ``title``, ``trajectories`` (list of (array (n, 3) of
     e, w, a; end label)) and optionally ``zoom`` (half-width of the box shown)."""
     nrows = -(-len(panels) // ncols)
-    fig = plt.figure(figsize=(6.0 * ncols, 5.0 * nrows))
+    fig = plt.figure(figsize=(5.0 * ncols, 4.4 * nrows))
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1, projection="3d")
         zoom = panel.get("zoom")

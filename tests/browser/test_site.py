@@ -183,10 +183,13 @@ const outputs = Array.from(article.querySelectorAll(".cell_output pre")).map((pr
 });
 const tables = Array.from(article.querySelectorAll(".cell_output table, table.table")).map((t) =>
   ({ right: box(t).right, text: t.innerText.slice(0, 60) }));
+// a cell tagged full-width may use the margin too (the theme's wide figures): its bound is the
+// content area, not the text column
+const content = (document.querySelector(".bd-content") || article).getBoundingClientRect();
 const images = Array.from(article.querySelectorAll("img")).map((img) => ({
   src: img.getAttribute("src"), alt: img.getAttribute("alt") || "", complete: img.complete,
   natural: img.naturalWidth, naturalHeight: img.naturalHeight, ...box(img),
-  figure: caption(img) }));
+  bound: img.closest(".tag_full-width") ? content.right : col.right, figure: caption(img) }));
 const lives = Array.from(article.querySelectorAll(".mf-live")).map((el) => {
   const host = el.querySelector("[data-root-id]");
   const kids = Array.from(el.children).map(box);
@@ -418,7 +421,7 @@ def test_page(page, site, server, browser):
         if shown < SHRINK_LIMIT:
             problems.append(f"image {name} ({fig and fig['number']}) shown at {shown:.2f} of its "
                             f"natural width {img['natural']} px: its text is unreadable")  # fmt: skip
-        if img["right"] > col["right"] + 1 and img["width"] > col["width"] + 1:
+        if img["right"] > img["bound"] + 1:
             problems.append(f"image {name} overflows the text column")
     for f in facts["figures"]:
         if not f["number"]:
