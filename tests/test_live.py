@@ -8,6 +8,7 @@ same in the built pages.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -107,6 +108,8 @@ def test_figure_has_its_controls_and_a_named_root(figures, kind):
     for name in fig.state["sources"]:  # every source of the state is drawn and named
         assert fig.models[name].name == name
         assert dict(fig.models[name].data).keys() == fig.state["sources"][name].keys()
+    for name in fig.callback.args:  # CustomJS passes its arguments as JavaScript parameters
+        assert re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$]*", name), f"{name!r} is no JS identifier"
     for control in fig.controls.values():  # every control triggers the one callback
         assert control.js_property_callbacks["change:value"] == [fig.callback]
     assert f"MFLive.update.{kind}(" in fig.callback.code
@@ -181,7 +184,7 @@ def test_init_state_is_the_package():
     starts = np.random.default_rng(3).normal(0.0, 0.3, size=(100, 2))
     np.testing.assert_array_equal(state["sources"]["starts"]["e"], starts[:, 0])
     frac = C.basin_label(starts[:, 0], starts[:, 1], switching=True).mean()
-    assert f"{frac:.2f} of 100 starts" in state["titles"]["mapFig"]
+    assert f"{frac:.2f} of 100 in the global basin" in state["titles"]["mapFig"]
 
 
 def test_kernel_state_is_the_package():
@@ -190,7 +193,8 @@ def test_kernel_state_is_the_package():
     state = live.kernel_state(0.5, 2.0, 3)
     ex = gdd.kernel_example(qk_scale=2.0, seed=3, c=0.5)
     for name, S in ex.items():
-        np.testing.assert_array_equal(state["sources"][f"S_{name}"]["image"][0], S)
+        key = f"S_{name.replace('-', '_')}"
+        np.testing.assert_array_equal(state["sources"][key]["image"][0], S)
 
 
 def test_dataset_state_is_the_package():

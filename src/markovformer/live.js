@@ -467,8 +467,8 @@
       M.curves.data = Object.fromEntries(Object.keys(data).map((k) => [k, []]));
       M.levels.data = { y: [], name: [], color: [] };
       M.curveFig.title.text = regime(p, q) === "iid"
-        ? `(p, q) = (${p}, ${q}): p + q = 1, an i.i.d. chain; pick another cell`
-        : `(p, q) = (${p}, ${q}): no stored run`;
+        ? `(p, q) = (${p}, ${q})\np + q = 1, an i.i.d. chain; pick another cell`
+        : `(p, q) = (${p}, ${q})\nno stored run`;
       return;
     }
     M.curves.data = data;
@@ -477,7 +477,7 @@
     const span = Math.max(U - H, 0.01);
     M.curveFig.y_range.start = H - 0.3 * span;
     M.curveFig.y_range.end = U + 0.5 * span;
-    M.curveFig.title.text = `(p, q) = (${p}, ${q}): entropy rate ${fmt(H, 4)}, unigram ${fmt(U, 4)}`;
+    M.curveFig.title.text = `(p, q) = (${p}, ${q})\nentropy rate ${fmt(H, 4)}, unigram ${fmt(U, 4)}`;
   };
 
   /** Chapter 3: the rank-one transformer realising (e, w, a) against the canonical model. */
@@ -559,7 +559,7 @@
     M.lossFig.y_range.end = land.unigramLoss + 0.6 * span + 0.01;
     const startIn = land.basin(e0, w0) ? "global" : "unigram";
     const end = fl.label === 1 ? "global minimum" : "unigram line e = 0";
-    M.mapFig.title.text = `(${fmt(p, 2)}, ${fmt(q, 2)}): starts in the ${startIn} basin, ` +
+    M.mapFig.title.text = `(${fmt(p, 2)}, ${fmt(q, 2)}): starts in the ${startIn} basin,\n` +
       `ends at the ${end}`;
   };
 
@@ -591,7 +591,7 @@
     M.start.data = { w: [r.w[0]], e: [r.e[0]] };
     M.marker.location = s[k];
     M.marker2.location = s[k];
-    M.mapFig.title.text = `${r.title}: step ${s[k]}, (e, w) = (${fmt(r.e[k], 2)}, ${fmt(r.w[k], 2)})`;
+    M.mapFig.title.text = `${r.title}\nstep ${s[k]}, (e, w) = (${fmt(r.e[k], 2)}, ${fmt(r.w[k], 2)})`;
   };
 
   /** Chapter 5: Gaussian starts of scale s over the basins, and Pr(global basin) against s. */
@@ -623,8 +623,8 @@
     M.measured.data = meas ? { scale: meas.scale, success: meas.success } :
       { scale: [], success: [] };
     M.marker.location = s;
-    M.mapFig.title.text = `(${fmt(p, 2)}, ${fmt(q, 2)}), (e0, w0) ~ N(0, ${fmtG(s)}^2 I): ` +
-      `${fmt(good / n, 2)} of ${n} starts in the global basin`;
+    M.mapFig.title.text = `(${fmt(p, 2)}, ${fmt(q, 2)}), starts (e0, w0) ~ N(0, ${fmtG(s)}^2 I)\n` +
+      `${fmt(good / n, 2)} of ${n} in the global basin`;
     M.curveFig.title.text = `p + q ${switching ? ">" : "<"} 1 (${regimeName}), s = ${fmtG(s)}`;
   };
 
@@ -649,7 +649,7 @@
       }
       M.sources[i].data = { image: [image(S)], x: [-0.5], y: [-0.5], dw: [n], dh: [n] };
       M.mappers[i].high = vmax > 0 ? vmax : 1;
-      M.figs[i].title.text = `${M.labels[i]}: row sums ${fmt(lo, 2)} to ${fmt(hi, 2)}`;
+      M.figs[i].title.text = `${M.labels[i]}\nrow sums ${fmt(lo, 2)} to ${fmt(hi, 2)}`;
     });
     M.header.text = `c = ${fmtG(c)}, scale of W_Q, W_K = ${fmtG(s)}, seed ${seed}`;
   };

@@ -319,11 +319,11 @@ def grid_state(curves: Mapping, grid: Sequence[float], p: float, q: float) -> di
             "no stored run")  # fmt: skip
         return _state({"cell": box, "curves": {k: [] for k in data},
                        "levels": {"y": [], "name": [], "color": []}},
-                      {"curveFig": f"(p, q) = ({p:g}, {q:g}): {why}"})  # fmt: skip
+                      {"curveFig": f"(p, q) = ({p:g}, {q:g})\n{why}"})  # fmt: skip
     rate, unigram = X.chain_levels(p, q)
     return _state(
         {"cell": box, "curves": data, "levels": _levels(rate, unigram)},
-        {"curveFig": f"(p, q) = ({p:g}, {q:g}): entropy rate {rate:.4f}, unigram {unigram:.4f}"},
+        {"curveFig": f"(p, q) = ({p:g}, {q:g})\nentropy rate {rate:.4f}, unigram {unigram:.4f}"},
         {"curveFig.y_range": (rate - 0.3 * max(unigram - rate, 0.01),
                               unigram + 0.5 * max(unigram - rate, 0.01))},
     )  # fmt: skip
@@ -490,6 +490,19 @@ def _landscape_state(land) -> dict:
     }  # fmt: skip
 
 
+LANDSCAPE_KEY = (
+    "Basins: green global, red unigram. Green curves: global minima; red line: "
+    "unigram local minima; cross: saddle; dashed: separatrix."
+)
+
+
+def _key(text: str):
+    """A one-paragraph key under a figure (in place of a legend that would hide the data)."""
+    from bokeh.models import Div
+
+    return Div(text=f"<p style='font-size:9pt;margin:0'>{text}</p>", width=WIDTH)
+
+
 def _landscape(title: str, src: dict, width: int = HALF, height: int = 330):
     """The (e, w) plane: basins, global-minimum curve, local-minimum segment (from ``src``),
     saddle and separatrix. Returns the figure and the grids the page needs."""
@@ -502,23 +515,17 @@ def _landscape(title: str, src: dict, width: int = HALF, height: int = 330):
     fig.image("image", x="x", y="y", dw="dw", dh="dh", source=src["basins"],
               color_mapper=LinearColorMapper(palette=[LOCAL_BASIN_COLOR, GLOBAL_BASIN_COLOR],
                                              low=0, high=1))  # fmt: skip
-    fig.line("w", "e", source=src["gmin"], color=BIGRAM_COLOR, line_width=2.5,
-             legend_label="global minima")  # fmt: skip
-    fig.line("w", "e", source=src["lmin"], color=UNIGRAM_COLOR, line_width=3,
-             legend_label="local minima (unigram)")  # fmt: skip
+    fig.line("w", "e", source=src["gmin"], color=BIGRAM_COLOR, line_width=2.5)
+    fig.line("w", "e", source=src["lmin"], color=UNIGRAM_COLOR, line_width=3)
     cw = np.linspace(-LIM, LIM, 301)
     ws = cw[cw < 0]
     phi = C.separatrix(ws)
     ok = phi >= 0
     fig.line(np.r_[ws[ok], np.nan, ws[ok]], np.r_[np.sqrt(phi[ok]), np.nan, -np.sqrt(phi[ok])],
              color="black", line_dash="dashed", line_width=1)  # fmt: skip
-    fig.scatter([C.W_SADDLE], [0], marker="x", size=10, line_width=2, color="black",
-                legend_label="saddle")  # fmt: skip
+    fig.scatter([C.W_SADDLE], [0], marker="x", size=10, line_width=2, color="black")
     fig.xaxis.axis_label = "w"
     fig.yaxis.axis_label = "e"
-    fig.legend.location = "bottom_left"
-    fig.legend.label_text_font_size = "8pt"
-    fig.legend.background_fill_alpha = 0.7
     grids = {"basinGrid": np.linspace(-LIM, LIM, BASIN_RESOLUTION), "curveGrid": cw}
     return fig, grids
 
@@ -546,7 +553,7 @@ def canonical_state(p: float, q: float, e0: float, w0: float, lr: float = 0.5,
             "start": {"w": [w0], "e": [e0]},
             "levels": _levels(land.entropy_rate, land.unigram_loss),
         },
-        {"mapFig": f"({p:.2f}, {q:.2f}): starts in the {start_in} basin, ends at the {end}"},
+        {"mapFig": f"({p:.2f}, {q:.2f}): starts in the {start_in} basin,\nends at the {end}"},
         {"lossFig.y_range": _loss_range(land.entropy_rate, land.unigram_loss)},
     )
 
@@ -563,10 +570,8 @@ def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: floa
     state = canonical_state(p, q, e0, w0, lr, steps)
     src = _sources(state)
     fig, grids = _landscape(state["titles"]["mapFig"], src)
-    fig.line("w", "e", source=src["flow"], color="black", line_width=2,
-             legend_label="gradient flow")  # fmt: skip
-    fig.scatter("w", "e", source=src["gd"], size=4, color=COLORS[0],
-                legend_label=f"gradient descent, lr {lr:g}")  # fmt: skip
+    fig.line("w", "e", source=src["flow"], color="black", line_width=2)
+    fig.scatter("w", "e", source=src["gd"], size=4, color=COLORS[0])
     fig.scatter("w", "e", source=src["start"], size=10, fill_color="white", line_color="black")
 
     y0, y1 = state["props"]["lossFig.y_range"]
@@ -589,7 +594,8 @@ def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: floa
     }  # fmt: skip
     models = {**src, "mapFig": fig, "lossFig": lfig}
     _wire("canonical", controls, {**models, **grids, "lr": lr, "gdSteps": steps})
-    layout = _layout("mf-canonical", _row(*controls.values()), _row(fig, lfig))
+    key = _key(f"{LANDSCAPE_KEY} Black: gradient flow; blue dots: gradient descent (lr {lr:g}).")
+    layout = _layout("mf-canonical", _row(*controls.values()), _row(fig, lfig), key)
     return LiveFigure("canonical", layout, {**controls, **models}, state)
 
 
@@ -637,7 +643,7 @@ def run_state(rows: Sequence[Mapping], index: int, step: int, record: dict | Non
             "levels": _levels(land.entropy_rate, land.unigram_loss),
             "runState": {"index": [index]},
         },
-        {"mapFig": f"{r['title']}: step {s[k]}, (e, w) = ({r['e'][k]:.2f}, {r['w'][k]:.2f})"},
+        {"mapFig": f"{r['title']}\nstep {s[k]}, (e, w) = ({r['e'][k]:.2f}, {r['w'][k]:.2f})"},
         {"lossFig.y_range": _loss_range(land.entropy_rate, land.unigram_loss),
          "marker.location": int(s[k]), "marker2.location": int(s[k])},
     )  # fmt: skip
@@ -658,11 +664,9 @@ def run_explorer(rows: Sequence[Mapping], index: int = 0, step: int = 1000) -> L
     state = run_state(rows, index, step, records[index])
     src = _sources(state)
     fig, grids = _landscape(state["titles"]["mapFig"], src)
-    fig.line("w", "e", source=src["flow"], color="black", line_dash="dotted", line_width=1.5,
-             legend_label="gradient flow from the start")  # fmt: skip
+    fig.line("w", "e", source=src["flow"], color="black", line_dash="dotted", line_width=1.5)
     fig.line("w", "e", source=src["path"], color=COLORS[0], line_alpha=0.35, line_width=1)
-    fig.line("w", "e", source=src["upto"], color=COLORS[0], line_width=2.5,
-             legend_label="trained transformer (projected)")  # fmt: skip
+    fig.line("w", "e", source=src["upto"], color=COLORS[0], line_width=2.5)
     fig.scatter("w", "e", source=src["start"], size=8, fill_color="white", line_color=COLORS[0])
     fig.scatter("w", "e", source=src["now"], size=10, fill_color=COLORS[0], line_color="black")
 
@@ -703,7 +707,11 @@ def run_explorer(rows: Sequence[Mapping], index: int = 0, step: int = 1000) -> L
                 "step": _slider("step", "training step", step, 0, last, 10, fmt="0", width=250)}  # fmt: skip
     models = {**src, "mapFig": fig, "lossFig": lfig, "marker": marker, "marker2": marker2}
     _wire("run", controls, {**models, **grids, "runs": records, "energyNames": names})
-    layout = _layout("mf-run", _row(*controls.values()), _row(fig, lfig), efig)
+    key = _key(
+        f"{LANDSCAPE_KEY} Blue: the run's projected path up to the step (faint: the rest); "
+        "dotted: the gradient flow from its projected start."
+    )
+    layout = _layout("mf-run", _row(*controls.values()), _row(fig, lfig), key, efig)
     return LiveFigure("run", layout, {**controls, **models}, state)
 
 
@@ -733,8 +741,8 @@ def init_state(p: float, q: float, scale: float, seed: int, n: int = 400,
             "measured": {"scale": [float(v) for v in meas["scale"]],
                          "success": [float(v) for v in meas["success"]]},
         },
-        {"mapFig": f"({p:.2f}, {q:.2f}), (e0, w0) ~ N(0, {scale:.3g}^2 I): {lab.mean():.2f} of "
-                   f"{n} starts in the global basin",
+        {"mapFig": f"({p:.2f}, {q:.2f}), starts (e0, w0) ~ N(0, {scale:.3g}^2 I)\n"
+                   f"{lab.mean():.2f} of {n} in the global basin",
          "curveFig": f"p + q {'>' if land.switching else '<'} 1 ({regime}), s = {scale:.3g}"},
         {"marker.location": scale},
     )  # fmt: skip
@@ -755,8 +763,7 @@ def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, seed: int 
     src = _sources(state)
     fig, grids = _landscape(state["titles"]["mapFig"], src, width=330)
     fig.scatter("w", "e", source=src["starts"], color="color", size=3)
-    fig.scatter([-1.0], [1.0], marker="star", size=16, fill_color="gold", line_color="black",
-                legend_label="guideline (e, w) = (1, -1)")  # fmt: skip
+    fig.scatter([-1.0], [1.0], marker="star", size=16, fill_color="gold", line_color="black")
 
     cfig = _figure(state["titles"]["curveFig"], width=310, height=330, x_axis_type="log",
                    y_range=Range1d(-0.03, 1.03))  # fmt: skip
@@ -795,13 +802,23 @@ def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, seed: int 
                              "colors": list(START_COLORS), "measuredRuns": meas,
                              "curveScale": _f64(curves["switching"]["scale"]),
                              "curveGlobal": {k: _f64(v["global"]) for k, v in curves.items()}})  # fmt: skip
-    layout = _layout("mf-init", _row(*controls.values()), _row(fig, cfig))
+    key = _key(
+        f"{LANDSCAPE_KEY} Dots: the starts, dark green in the global basin and dark red "
+        "in the unigram basin; star: the guideline (e, w) = (1, -1)."
+    )
+    layout = _layout("mf-init", _row(*controls.values()), _row(fig, cfig), key)
     return LiveFigure("init", layout, {**controls, **models}, state)
 
 
 # --------------------------------------------------------------------------------------------
 # Chapter 6: attention kernels
 # --------------------------------------------------------------------------------------------
+
+
+def _ident(name: str) -> str:
+    """A kernel's name as a JavaScript identifier (CustomJS passes its arguments by name)."""
+    return name.replace("-", "_")
+
 
 KERNEL_LABELS = {"softmax": "softmax", "gaussian": "Gaussian",
                  "gaussian-rownorm": "row-normalised Gaussian"}  # fmt: skip
@@ -815,8 +832,14 @@ def kernel_state(c: float, qk_scale: float, seed: int) -> dict:
         S = _f64(mats[name])
         n = S.shape[0]
         sums = S.sum(1)
-        sources[f"S_{name}"] = {"image": [S], "x": [-0.5], "y": [-0.5], "dw": [n], "dh": [n]}
-        titles[f"fig_{name}"] = f"{label}: row sums {sums.min():.2f} to {sums.max():.2f}"
+        sources[f"S_{_ident(name)}"] = {
+            "image": [S],
+            "x": [-0.5],
+            "y": [-0.5],
+            "dw": [n],
+            "dh": [n],
+        }
+        titles[f"fig_{_ident(name)}"] = f"{label}\nrow sums {sums.min():.2f} to {sums.max():.2f}"
         props[f"mapper{i}.high"] = float(S.max()) if S.max() > 0 else 1.0
     props["header.text"] = f"c = {c:.3g}, scale of W_Q, W_K = {qk_scale:.3g}, seed {seed}"
     return _state(sources, titles, props)
@@ -841,9 +864,9 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0,
         mapper = LinearColorMapper(
             palette=Viridis256, low=0, high=state["props"][f"mapper{i}.high"]
         )
-        fig = _figure(state["titles"][f"fig_{name}"], width=214, height=250,
+        fig = _figure(state["titles"][f"fig_{_ident(name)}"], width=214, height=250,
                       x_range=Range1d(-0.5, n - 0.5), y_range=Range1d(n - 0.5, -0.5))  # fmt: skip
-        fig.image("image", x="x", y="y", dw="dw", dh="dh", source=src[f"S_{name}"],
+        fig.image("image", x="x", y="y", dw="dw", dh="dh", source=src[f"S_{_ident(name)}"],
                   color_mapper=mapper)  # fmt: skip
         fig.add_layout(ColorBar(color_mapper=mapper, width=8, label_standoff=4,
                                 major_label_text_font_size="8pt"), "right")  # fmt: skip
@@ -851,7 +874,7 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0,
         fig.xaxis.axis_label = "key position j"
         fig.yaxis.axis_label = "query position i"
         figs.append(fig)
-        sources.append(src[f"S_{name}"])
+        sources.append(src[f"S_{_ident(name)}"])
         mappers.append(mapper)
     header = Div(text=state["props"]["header.text"], width=WIDTH)
     controls = {
@@ -862,7 +885,7 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0,
         "seed": _slider("seed", "seed", seed, 0, n_seeds - 1, 1, fmt="0", width=180),
     }
     named = {f"mapper{i}": m for i, m in enumerate(mappers)}
-    named.update({f"fig_{k}": f for k, f in zip(KERNEL_LABELS, figs, strict=True)})
+    named.update({f"fig_{_ident(k)}": f for k, f in zip(KERNEL_LABELS, figs, strict=True)})
     args = {**src, **named, "sources": sources, "mappers": mappers, "figs": figs, "header": header,
             "kernels": list(KERNEL_LABELS), "labels": list(KERNEL_LABELS.values()),
             "q0": _f64(np.stack([i[0] for i in inputs])).reshape(-1),

@@ -242,9 +242,11 @@ const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
     const before = wanted.sources.map((s) => M[s] && M[s].data);
     const t0 = performance.now();
     c.value = value;
+    // the callback runs asynchronously: wait for the data to change, then for the next frame
+    const tick = () => new Promise((r) => setTimeout(r, 0));
     let changed = false;
     while (!changed && performance.now() - t0 < 5000) {
-      await frame();
+      await tick();
       changed = wanted.sources.some((s, i) => M[s] && M[s].data !== before[i]);
     }
     await frame();
@@ -266,7 +268,7 @@ MOVES = {
     "grid": [("p", 0.3), ("q", 0.8)],
     "reduction": [("a", -1.0), ("p", 0.3)],
     "run": [("step", 200), ("menu", "0")],
-    "canonical": [("w0", -1.5), ("p", 0.2)],
+    "canonical": [("w0", -1.5), ("p", 0.3)],
     "init": [("logScale", 0.3), ("seed", 3), ("q", 0.3)],
     "kernel": [("logC", 1.0), ("seed", 3)],
     "dataset": [("seed", 2), ("K", 10)],
