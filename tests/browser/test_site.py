@@ -334,7 +334,8 @@ def check_live(browser, fig: dict, problems: list[str], timings: dict) -> None:
         try:
             assert_state(kind, decode(step["shown"]), expected, where=f"{where} at {label}")
         except AssertionError as err:
-            problems.append(str(err).split("\n")[0][:400])
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            problems.append(" | ".join(lines)[:400])
     timings[kind] = [round(m, 1) for m in ms]
     if ms and (np.median(ms) > UPDATE_BUDGET_MS or max(ms) > UPDATE_LIMIT_MS):
         problems.append(f"{where}: updates took {timings[kind]} ms (budget: median "
