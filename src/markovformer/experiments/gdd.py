@@ -889,7 +889,7 @@ def plot_bridge(results, jobs):
     table = bridge_table(results, jobs)
     kerns = list(table)
     chains = list(table[kerns[0]])
-    fig, axes = plt.subplots(len(chains), len(kerns), figsize=(3.2 * len(kerns), 2.7 * len(chains)),
+    fig, axes = plt.subplots(len(chains), len(kerns), figsize=(2.6 * len(kerns), 2.5 * len(chains)),
                              sharex=True, squeeze=False)  # fmt: skip
     for row, pq in zip(axes, chains, strict=True):
         for ax, kern in zip(row, kerns, strict=True):

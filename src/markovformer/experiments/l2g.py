@@ -177,7 +177,7 @@ def _a2_figure(results, jobs):
 
     curves = a2_curves(results, jobs)
     chain = BinaryChain(0.2, 0.3)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.3))
     plotting.draw_loss_curves(
         axes[0], {k: v["loss"] for k, v in curves.items()}, chain.entropy_rate, chain.unigram_loss
     )
