@@ -269,3 +269,22 @@ def test_chapter_pipeline_on_a_tiny_run(tmp_path):
         assert exp.summary(results, jobs)
     with pytest.raises(ValueError, match="without their final weights"):
         icl_exp.trained_models(results, jobs, depth=1)
+
+
+def test_worker_processes_give_the_runs_of_one_process(tmp_path):
+    """run_specs(workers=2) trains independent chunks in spawned processes: same records."""
+    prior = RandomChains(3, 1, 1.0)
+    tc = TrainConfig(steps=5, batch_size=4, icl_steps=(0, 5), probe_batch=8)
+    specs = [RunSpec(chain=prior.spec(), model=tiny_icl_config(L), train=tc,
+                     keep_final_state=False, namespace="icl") for L in (1, 2)]  # fmt: skip
+    jobs = [(sp, [0, 1]) for sp in specs]
+    seq = run_specs(jobs, tmp_path / "one")
+    logs: list[str] = []
+    par = run_specs(jobs, tmp_path / "two", workers=2, log=logs.append)
+    assert any("2 worker processes" in m for m in logs)
+    for a, b in zip(seq, par, strict=True):
+        for s in (0, 1):
+            for key in ("exact_loss", "bayes_loss", "icl/kl/bigram"):
+                np.testing.assert_array_equal(a[s][key], b[s][key])
+    with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
+        run_specs(jobs, tmp_path / "three", workers=0)

@@ -2,6 +2,7 @@
 
     markovformer list
     markovformer reproduce ID [ID ...] [--seeds N] [--steps N] [--device cpu|cuda] [--out DIR]
+                           [--workers N]
     markovformer report ID [ID ...] [--seeds N] [--steps N] [--out DIR]
     markovformer claims [--out DIR] [--chapter N ...] [--format text|markdown|json]
 
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "--chunk-size", type=_positive, default=None, help="runs per batched program"
             )
             p.add_argument("--quiet", action="store_true", help="no progress bars")
+            p.add_argument(
+                "--workers", type=_positive, default=1,
+                help="CPU processes training independent chunks at once (one torch thread each)",
+            )  # fmt: skip
     c = sub.add_parser("claims", help="check every claim of the book on the stored results")
     c.add_argument(
         "--out", type=Path, default=Path("book/data"), help="results directory (default: book/data)"
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.out, args.seeds, args.steps, device=args.device,
                     chunk_size=args.chunk_size, progress=not args.quiet,
                     log=lambda m: print(m, flush=True),
+                    **({"workers": args.workers} if args.workers > 1 else {}),
                 )  # fmt: skip
                 fig_path = args.out / "figures" / f"{exp.id}.png"
                 _save_figure(exp.figure(results, jobs), fig_path)

@@ -147,14 +147,20 @@ def run_specs(
     chunk_size: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> list[dict[int, dict[str, np.ndarray]]]:
     """Load or compute every (spec, seeds) job; returns, per job, {seed: record}.
 
     Missing runs are grouped by :meth:`RunSpec.batch_key` and trained in chunks of at most
     ``chunk_size`` runs (default: 16 on CPU, 256 on CUDA); each chunk is stored when it ends.
+    With ``workers > 1`` on CPU, chunks train in that many worker processes at once, each on one
+    torch thread (chunks never share a result directory, and a run's result does not depend on
+    where it was trained); the longest chunks start first.
     """
     dev = resolve_device(device)
     chunk_size = chunk_size or (256 if dev.type == "cuda" else 16)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     say = log or (lambda msg: None)
     todo: dict[str, dict[tuple[str, int], tuple[RunSpec, int]]] = {}
     for spec, seeds in jobs:
@@ -166,35 +172,77 @@ def run_specs(
     total = sum(len(v) for v in todo.values())
     if total:
         say(f"{total} run(s) to compute in {len(todo)} group(s), chunks of <= {chunk_size}")
+    chunks = []
     for group in todo.values():
         pairs = list(group.values())
-        for i in range(0, len(pairs), chunk_size):
-            chunk = pairs[i : i + chunk_size]
-            spec0 = chunk[0][0]
-            chains = [data_from_spec(sp.chain) for sp, _ in chunk]
-            shared = chains[0] if spec0.chain["kind"] != "binary" else chains
-            say(f"training {len(chunk)} run(s): {spec0.slug()} ...")
-            result = train(
-                spec0.model,
-                spec0.train,
-                [s for _, s in chunk],
-                shared,
-                init=spec0.init,
-                init_kwargs=dict(spec0.init_kwargs),
-                model=spec0.build_model(len(chunk)),
-                device=dev,
-                progress=progress,
-            )
-            for j, (sp, seed) in enumerate(chunk):
-                info = {
-                    "device": str(dev),
-                    "runs_in_batch": len(chunk),
-                    "batch_wall_seconds": round(result.wall_seconds, 3),
-                }
-                sp.store(root).save(seed, _record_for(result, j, sp), info)
-            for f in result.failures:
-                say(f"  run with seed {f['seed']} stopped at step {f['step']}: loss {f['loss']}")
+        chunks += [pairs[i : i + chunk_size] for i in range(0, len(pairs), chunk_size)]
+    if workers > 1 and len(chunks) > 1 and dev.type == "cpu":
+        _train_in_processes(chunks, root, workers, say)
+    else:
+        for chunk in chunks:
+            say(f"training {len(chunk)} run(s): {chunk[0][0].slug()} ...")
+            for msg in _train_chunk(chunk, root, dev, progress):
+                say(msg)
     return load_specs(jobs, root)
+
+
+def _train_chunk(chunk: list[tuple[RunSpec, int]], root, dev, progress: bool = False) -> list[str]:
+    """Train one chunk of runs that share everything but their seeds (and binary chains) in one
+    batched program, store every run, and return the messages about failed runs."""
+    spec0 = chunk[0][0]
+    chains = [data_from_spec(sp.chain) for sp, _ in chunk]
+    shared = chains[0] if spec0.chain["kind"] != "binary" else chains
+    result = train(
+        spec0.model,
+        spec0.train,
+        [s for _, s in chunk],
+        shared,
+        init=spec0.init,
+        init_kwargs=dict(spec0.init_kwargs),
+        model=spec0.build_model(len(chunk)),
+        device=dev,
+        progress=progress,
+    )
+    for j, (sp, seed) in enumerate(chunk):
+        info = {
+            "device": str(dev),
+            "runs_in_batch": len(chunk),
+            "batch_wall_seconds": round(result.wall_seconds, 3),
+        }
+        sp.store(root).save(seed, _record_for(result, j, sp), info)
+    return [
+        f"  run with seed {f['seed']} stopped at step {f['step']}: loss {f['loss']}"
+        for f in result.failures
+    ]
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _chunk_cost(chunk: list[tuple[RunSpec, int]]) -> float:
+    m, t = chunk[0][0].model, chunk[0][0].train
+    return float(len(chunk) * t.steps * t.batch_size * m.seq_len * m.depth * m.d)
+
+
+def _train_in_processes(chunks, root, workers: int, say: Callable[[str], None]) -> None:
+    """Train chunks in ``workers`` spawned processes (one torch thread each), longest first."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch threads
+    order = sorted(chunks, key=_chunk_cost, reverse=True)
+    say(f"training {len(order)} chunk(s) in {workers} worker processes ...")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_one_thread) as pool:
+        futures = {pool.submit(_train_chunk, c, root, "cpu"): c for c in order}
+        for fut in as_completed(futures):
+            chunk = futures[fut]
+            messages = fut.result()
+            say(f"trained {len(chunk)} run(s): {chunk[0][0].slug()}")
+            for msg in messages:
+                say(msg)
 
 
 def data_from_spec(spec: dict):
