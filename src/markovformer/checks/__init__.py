@@ -7,6 +7,13 @@ nothing but the data root, and they compute what they need themselves. Importing
 registers every function (:func:`markovformer.claims.claims_of`).
 """
 
-from . import ch1_markov, ch3_low_rank, ch4_landscape, ch6_kernels, ch7_max_margin  # noqa: F401
+from . import (  # noqa: F401
+    ch1_markov,
+    ch2_transformer,
+    ch3_low_rank,
+    ch4_landscape,
+    ch6_kernels,
+    ch7_max_margin,
+)
 
 __all__: list[str] = []
