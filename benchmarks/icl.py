@@ -7,11 +7,14 @@ pre-LN; see ``markovformer.experiments.icl``) this prints, in one process:
 * the median time of one training step (sampling from the prior, forward, backward, AdamW, exact
   and Bayes losses) for R = 1 and R = 8 runs batched, and the throughput in tokens per second per
   run (tokens = batch x N predictions per step);
-* with ``--reproduce DIR``, the wall time of ``markovformer reproduce icl-mc icl-stages icl-heads
-  icl-order --out DIR`` in a fresh process (DIR should be empty: stored runs are not recomputed).
-  The target is 30 minutes on a 2-core CPU.
+* with ``--reproduce DIR``, the wall time of ``markovformer reproduce`` for every chapter-8 id
+  (``--out DIR --workers W``) in a fresh process (DIR should be empty: stored runs are not
+  recomputed). The target is 30 minutes on a 2-core CPU; ``--workers 2`` trains two chunks at once.
 
-    python benchmarks/icl.py [--steps 20] [--threads N] [--reproduce /tmp/icl-bench]
+One torch thread is the fast setting here: with two threads per process, the small operations of
+these models spend their time synchronising (measured: several times slower on a busy 2-core CPU).
+
+    python benchmarks/icl.py [--steps 20] [--threads 1] [--reproduce /tmp/icl-bench --workers 2]
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from markovformer.experiments.icl import BATCH, ICL_N, ICL_PRIOR, LR, icl_config
 from markovformer.train import TrainConfig, train
 
-CHAPTER_IDS = ("icl-mc", "icl-stages", "icl-heads", "icl-order")
+CHAPTER_IDS = ("icl-mc", "icl-stages", "icl-heads", "icl-ablation", "icl-order")
 
 
 def step_time(R: int, steps: int, depth: int = 2) -> float:
@@ -53,6 +56,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--reproduce", type=Path, default=None, help="also time reproduce into DIR")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes for reproduce")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,12 +69,12 @@ def main() -> None:
               f"{tokens * R / t:9.0f} tokens/s in all, {tokens / t:8.0f} tokens/s per run")  # fmt: skip
     if args.reproduce is not None:
         cmd = [sys.executable, "-m", "markovformer.cli", "reproduce", *CHAPTER_IDS,
-               "--out", str(args.reproduce), "--quiet"]  # fmt: skip
+               "--out", str(args.reproduce), "--quiet", "--workers", str(args.workers)]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        print(f"markovformer reproduce {' '.join(CHAPTER_IDS)}: {wall / 60:.1f} min "
-              f"(target 30 min)")  # fmt: skip
+        print(f"markovformer reproduce {' '.join(CHAPTER_IDS)} --workers {args.workers}: "
+              f"{wall / 60:.1f} min (target 30 min)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ __all__ = [
     "position_curves",
     "plot_position_curves",
     "plot_bayes_risk",
+    "training_seconds",
     "step_explorer_data",
     "step_explorer_figure",
     "step_explorer",
@@ -704,6 +705,27 @@ ORDER = register(
         default_seeds=ORDER_SEEDS, chapter="08_in_context",
     )
 )  # fmt: skip
+
+
+CHAPTER_EXPERIMENTS = ("icl-mc", "icl-ablation", "icl-order")  # every run of the chapter
+
+
+def training_seconds(root: str | Path) -> float:
+    """Training time of every stored run of the chapter, from the manifests: the wall time of
+    each batched chunk (shared by its runs) summed over chunks, as one process measured it."""
+    from .base import get
+
+    total, seen = 0.0, set()
+    for exp_id in CHAPTER_EXPERIMENTS:
+        for spec, seeds in get(exp_id).jobs(None, None):
+            store = spec.store(root)
+            if store.dir in seen:
+                continue
+            seen.add(store.dir)
+            for s in seeds:
+                info = store.info(s)
+                total += float(info["batch_wall_seconds"]) / int(info["runs_in_batch"])
+    return total
 
 
 # --------------------------------------------------------------------------------------------
