@@ -341,3 +341,8 @@ def test_counting_predictor_handles_every_small_case():
         p = ngram_predictor(x, 2, 2, 1.0)
         torch.testing.assert_close(p.sum(-1), torch.ones(5, dtype=torch.float64))
         torch.testing.assert_close(p[0], torch.tensor([0.5, 0.5], dtype=torch.float64))
+        for n in range(1, 5):
+            ctx = seq[n - 1 : n + 1]
+            seen = [seq[i] for i in range(2, n + 1) if seq[i - 2 : i] == ctx]
+            c1, c0 = seen.count(1), seen.count(0)
+            assert (p[n, 1] > p[n, 0]) == (c1 > c0) and (p[n, 1] == p[n, 0]) == (c1 == c0)
