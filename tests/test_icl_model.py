@@ -288,3 +288,22 @@ def test_worker_processes_give_the_runs_of_one_process(tmp_path):
                 np.testing.assert_array_equal(a[s][key], b[s][key])
     with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
         run_specs(jobs, tmp_path / "three", workers=0)
+
+
+@pytest.mark.parametrize(
+    "exp_id", ["icl-mc", "icl-stages", "icl-heads", "icl-ablation", "icl-order"]
+)
+def test_committed_chapter8_artifacts_load_verify_and_report(exp_id):
+    """The runs chapter 8 loads are under book/data/icl with intact checksums, and each id's
+    summary is JSON (`markovformer report` prints it)."""
+    import json
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "book" / "data"
+    exp = get(exp_id)
+    results, jobs = exp.load(data)
+    for (spec, seeds), res in zip(jobs, results, strict=True):
+        assert sorted(res) == sorted(seeds)
+        assert spec.store(data).dir.parent.name == "icl"
+        assert spec.store(data).verify() == []
+    json.dumps(exp.summary(results, jobs))
