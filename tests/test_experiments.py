@@ -13,7 +13,7 @@ DATA = Path(__file__).resolve().parents[1] / "book" / "data"
 #: ids whose runs are committed under book/data (the chapters load them)
 COMMITTED = [
     "awm-1", "awm-2", "awm-3", "awm-4", "awm-plateau", "awm-5", "awm-6",
-    "l2g-a1", "l2g-a2", "l2g-t", "l2g-4", "l2g-escape", "l2g-scale", "l2g-grid", "l2g-inits",
+    "l2g-a1", "l2g-a2", "l2g-t", "l2g-4", "l2g-schedule", "l2g-escape", "l2g-scale", "l2g-grid", "l2g-inits",
     "gdd-qk", "gdd-standins", "gdd-landscape", "gdd-bridge",
 ]  # fmt: skip
 
@@ -29,7 +29,10 @@ def test_registry_is_consistent():
             assert seeds, e.id
             json.loads(canonical_json(spec.identity()))  # JSON-able
         if jobs:
-            assert max(len(s) for _, s in jobs) == e.default_seeds or e.id in ("l2g-t",), e.id
+            assert max(len(s) for _, s in jobs) == e.default_seeds or e.id in (
+                "l2g-t",
+                "l2g-schedule",
+            ), e.id
     with pytest.raises(ValueError, match="unknown experiment id 'nope'; known ids"):
         experiments.get("nope")
 
