@@ -103,13 +103,14 @@ class Claim:
     def tol_text(self) -> str:
         return "exact" if self.tol == 0 else f"{self.tol:g}"
 
-    def line(self) -> str:
-        """The printed line of a check cell (short: it must fit the book's text column)."""
+    def line(self, width: int = 88) -> str:
+        """The printed line of a check cell; the values go on a second, indented line when the
+        whole would be wider than ``width`` (the book's text column holds about 88 characters)."""
         verdict = "OK" if self.passed else "FAIL"
-        return (
-            f"{self.text}: {self.fmt(self.measured)} vs {self.expected_text}"
-            f" (tol {self.tol_text}) -> {verdict}"
-        )
+        tol = "" if self.tol == 0 else f" (tol {self.tol_text})"
+        values = f"{self.fmt(self.measured)} vs {self.expected_text}{tol} -> {verdict}"
+        one = f"{self.text}: {values}"
+        return one if len(one) <= width else f"{self.text}:\n    {values}"
 
     def row(self) -> dict:
         return {
