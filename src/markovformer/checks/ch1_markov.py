@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import markov
+from .. import explorers, markov
 from ..claims import Claim, claims_of
 from ..markov import BinaryChain
 
@@ -59,23 +59,22 @@ def loss_levels(root: Path | None = None) -> list[Claim]:
 
 
 @claims_of(CH)
-def symmetries(root: Path | None = None, resolution: int = 199) -> list[Claim]:
-    """On a grid of the unit square: both losses are symmetric under (p, q) -> (q, p), the entropy
-    rate under (t, t) -> (1-t, 1-t), the gap vanishes on p + q = 1 and is never negative."""
-    t = np.linspace(0.005, 0.995, resolution)
-    P, Q = np.meshgrid(t, t)
-    rate, uni = markov.binary_entropy_rate(P, Q), markov.binary_unigram_loss(P, Q)
+def symmetries(root: Path | None = None, grid: tuple | None = None) -> list[Claim]:
+    """On the chapter's grid of the unit square (``explorers.loss_grid``): both losses are
+    symmetric under (p, q) -> (q, p), the entropy rate under (t, t) -> (1-t, 1-t), the gap
+    vanishes on p + q = 1 and is never negative."""
+    t, _, rate, uni = explorers.loss_grid(199) if grid is None else grid
     swap = max(np.abs(rate - rate.T).max(), np.abs(uni - uni.T).max())
     mirror = np.abs(markov.binary_entropy_rate(t, t) - markov.binary_entropy_rate(1 - t, 1 - t))
     on_line = np.abs(markov.binary_unigram_loss(t, 1 - t) - markov.binary_entropy_rate(t, 1 - t))
-    grid = f"{resolution} x {resolution} grid"
+    n = len(t)
     return [
-        Claim(CH, f"max change of either loss under (p, q) -> (q, p), {grid}", swap, 0.0,
+        Claim(CH, f"max change of a loss under (p, q) -> (q, p), {n}^2 grid", swap, 0.0,
               tol=1e-12, source="[derived]"),
         Claim(CH, "max |H(t, t) - H(1-t, 1-t)|", mirror.max(), 0.0, tol=1e-12, source="[derived]"),
         Claim(CH, "max gap U - H on the line p + q = 1", on_line.max(), 0.0, tol=1e-12,
               source="[derived]"),
-        Claim(CH, f"smallest gap U - H over the {grid}", (uni - rate).min(), (0.0, None),
+        Claim(CH, f"smallest gap U - H over the {n}^2 grid", (uni - rate).min(), (0.0, None),
               tol=1e-12, source="[derived]"),
     ]  # fmt: skip
 
