@@ -42,9 +42,8 @@ def profile(root: Path | None = None) -> list[Claim]:
 
 
 @claims_of(CH)
-def energy_and_critical_points(root: Path | None = None) -> list[Claim]:
-    """E is conserved along the flow; the global-minimum curve is critical and on the side of
-    the saddle that the sign of p + q - 1 predicts; the saddle's energy."""
+def energy_conservation(root: Path | None = None) -> list[Claim]:
+    """E(e, w) = e^2 - w^2 - sign(w) ln|w| is constant along the gradient flow (b at its optimum)."""
     rng = np.random.default_rng(0)
     drift, n = 0.0, 0
     for pq in (STICKY, SWITCHING):
@@ -53,20 +52,28 @@ def energy_and_critical_points(root: Path | None = None) -> list[Claim]:
             flow = C.gradient_flow(land, e0, w0)
             drift = max(drift, float(np.ptp(C.energy(*flow.y.T))))
             n += 1
-    out = [Claim(CH, f"largest energy drift along {n} flows", drift, 0.0, tol=1e-6,
-                 source="[derived]")]  # fmt: skip
+    return [Claim(CH, f"largest energy drift along {n} flows", drift, 0.0, tol=1e-6,
+                  seeds="starts U(-2.5, 2.5)^2, seed 0", source="[derived]")]  # fmt: skip
+
+
+@claims_of(CH)
+def critical_points(root: Path | None = None) -> list[Claim]:
+    """The global-minimum curve A(e, w) = A* is critical and lies on the side of the saddle
+    w = -1/sqrt 2 that the sign of p + q - 1 predicts; the saddle's energy."""
     w = np.linspace(-3, 3, 601)
+    out = []
     for pq in ((0.1, 0.1), (0.9, 0.9), STICKY, SWITCHING):
         land = C.CanonicalLandscape(*pq)
         e_star = land.global_minimum_curve(w)
         ok = np.isfinite(e_star)
         g = max(np.abs(v).max() for v in land.grad(e_star[ok], w[ok]))
         right_side = np.all(w[ok] > C.W_SADDLE) == (sum(pq) < 1)
+        name = f"({pq[0]:g}, {pq[1]:g})"
         out += [
-            Claim(CH, f"({pq[0]:g}, {pq[1]:g}): max |grad L| on the global-minimum curve", g, 0.0,
-                  tol=1e-9, source="[derived]"),
-            Claim(CH, f"({pq[0]:g}, {pq[1]:g}): curve on the predicted side of w = -1/sqrt 2",
-                  int(right_side), 1, source="[derived]"),
+            Claim(CH, f"{name}: max |grad L| on the global-minimum curve", g, 0.0, tol=1e-9,
+                  source="[derived]"),
+            Claim(CH, f"{name}: curve on the predicted side of w = -1/sqrt 2", int(right_side),
+                  1, source="[derived]"),
         ]  # fmt: skip
     out.append(Claim(CH, "energy of the saddle vs -(1 + ln 2)/2", C.energy(0.0, C.W_SADDLE),
                      -(1 + np.log(2)) / 2, tol=1e-12, source="[derived]"))  # fmt: skip
@@ -74,33 +81,35 @@ def energy_and_critical_points(root: Path | None = None) -> list[Claim]:
 
 
 @claims_of(CH)
-def basins(root: Path | None = None, prob: dict | None = None) -> list[Claim]:
-    """Monte-Carlo basin probabilities of Gaussian (e0, w0) (SPEC table, 1e6 samples), and small
-    Gaussian starts of the flow: all global for p + q < 1, none for p + q > 1."""
+def basin_table(root: Path | None = None, prob: dict | None = None) -> list[Claim]:
+    """Monte-Carlo probability that (e0, w0) ~ N(0, s^2 I) lies in the global basin."""
     prob = l2g.basin_probabilities(n=1_000_000) if prob is None else prob
     out = []
     for s, a, b in zip(prob["scale"], prob["switching"], prob["sticky"], strict=True):
         ra, rb = SPEC_BASINS[float(s)]
-        out += [
-            Claim(CH, f"Pr(global basin), s = {float(s):g}, p + q > 1", a, ra, tol=0.005,
-                  seeds="1e6 samples, seed 0", source="[derived]"),
-            Claim(CH, f"Pr(global basin), s = {float(s):g}, p + q < 1", b, rb, tol=0.005,
-                  seeds="1e6 samples, seed 0", source="[derived]"),
-        ]  # fmt: skip
+        for name, got, want in (("p + q > 1", a, ra), ("p + q < 1", b, rb)):
+            out.append(Claim(CH, f"Pr(global basin), s = {float(s):g}, {name}", got, want,
+                             tol=0.005, seeds="1e6 samples, seed 0", source="[derived]"))  # fmt: skip
+    return out
+
+
+@claims_of(CH)
+def small_starts(root: Path | None = None) -> list[Claim]:
+    """Flows from N(0, 0.02^2 I): all reach the global minimum for p + q < 1, none for p + q > 1."""
     starts = np.random.default_rng(1).normal(0, 0.02, size=(200, 2))
+    out = []
     for pq, want in ((STICKY, 200), (SWITCHING, 0)):
         land = C.CanonicalLandscape(*pq)
         hits = sum(C.gradient_flow(land, e0, w0, t_max=1e6).label for e0, w0 in starts)
-        out.append(Claim(CH, f"({pq[0]:g}, {pq[1]:g}): flows from N(0, 0.02^2 I) reaching the "
-                         "global minimum", hits, want, seeds="200 starts, seed 1",
+        out.append(Claim(CH, f"({pq[0]:g}, {pq[1]:g}): flows from N(0, 0.02^2 I) that reach "
+                         "the global minimum", hits, want, seeds="200 starts, seed 1",
                          source="[paper]"))  # fmt: skip
     return out
 
 
 @claims_of(CH)
-def three_d(root: Path | None = None, flows: dict | None = None) -> list[Claim]:
-    """Our 3-D (e, w, a) loss against Monte Carlo on the full canonical model, and the zoom of the
-    3-D flow near the origin (global for p + q < 1, unigram for p + q > 1)."""
+def loss_3d(root: Path | None = None) -> list[Claim]:
+    """Our 3-D (e, w, a) population loss against Monte Carlo on the canonical model."""
     land = C.CanonicalLandscape(*SWITCHING)
     x = land.chain.sample(64, 4096, generator=torch.Generator().manual_seed(5))
     out = []
@@ -110,12 +119,19 @@ def three_d(root: Path | None = None, flows: dict | None = None) -> list[Claim]:
         with torch.no_grad():
             logits = model(x[None])[0]
         mc = land.chain.exact_conditional_loss(x[:, 2048:], logits=logits[:, 2048:]).item()
-        out.append(Claim(CH, f"(e, w, a) = ({e}, {w}, {a}): Monte Carlo vs closed-form loss", mc,
+        out.append(Claim(CH, f"(e, w, a) = ({e}, {w}, {a}): Monte Carlo vs closed form", mc,
                          land.loss_3d(e, w, a), tol=3e-3, seeds="seed 5", source="[derived]"))  # fmt: skip
-    zoom = (flows or {}).get("zoom") or l2g.flows_3d(scale=0.05, n=30, seed=1)
-    for pq, want in ((STICKY, 30), (SWITCHING, 0)):
-        hits = sum(lab for _, lab in zoom[pq])
-        out.append(Claim(CH, f"({pq[0]:g}, {pq[1]:g}): 3-D flows from N(0, 0.05^2 I) reaching the "
-                         "global minimum", hits, want, seeds="30 starts, seed 1",
-                         source="[paper]"))  # fmt: skip
     return out
+
+
+@claims_of(CH)
+def flow_3d_zoom(root: Path | None = None, zoom: dict | None = None) -> list[Claim]:
+    """Near the origin the 3-D flow goes to the global minimum for p + q < 1, to the unigram
+    line for p + q > 1 (starts N(0, 0.05^2 I))."""
+    zoom = l2g.flows_3d(scale=0.05, n=30, seed=1) if zoom is None else zoom
+    return [
+        Claim(CH, f"({pq[0]:g}, {pq[1]:g}): 3-D flows from N(0, 0.05^2 I) reaching the "
+              "global minimum", sum(lab for _, lab in zoom[pq]), want, seeds="30 starts, seed 1",
+              source="[paper]")
+        for pq, want in ((STICKY, 30), (SWITCHING, 0))
+    ]  # fmt: skip
