@@ -116,6 +116,7 @@ _TYPED = {
     np.dtype("float64"): "Float64Array", np.dtype("float32"): "Float32Array",
     np.dtype("int32"): "Int32Array", np.dtype("uint32"): "Uint32Array",
     np.dtype("int16"): "Int16Array", np.dtype("int8"): "Int8Array", np.dtype("uint8"): "Uint8Array",
+    np.dtype("uint16"): "Uint16Array",
 }  # fmt: skip
 
 
@@ -203,6 +204,7 @@ def decode(v):
 TOLERANCE = {
     "chain": (0, 1e-12), "grid": (1e-6, 1e-7), "reduction": (1e-9, 1e-9), "run": (1e-6, 1e-6),
     "canonical": (1e-7, 1e-9), "init": (1e-9, 1e-12), "kernel": (1e-9, 1e-12), "dataset": (0, 1e-12),
+    "icl_step": (0, 1e-12),  # float16 maps decoded exactly, float32 curves passed through
 }  # fmt: skip
 #: sources compared as trajectories (an ODE integrated by another method): max distance
 TRAJECTORY_TOL = 2e-3

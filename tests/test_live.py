@@ -1,6 +1,6 @@
 """The live figures of the HTML book (markovformer.live, live.js).
 
-For each of the eight figures: the data it starts with is what the package computes, its controls
+For each of the nine figures: the data it starts with is what the package computes, its controls
 exist, and its callback (live.js, run in node on the figure's own models) changes the right
 sources to what the package computes for the new control values. The closed forms of live.js
 are checked against the Python functions they port. The browser test (tests/browser) checks the
@@ -57,6 +57,36 @@ def _run(chain, seed: int, n_diag: int = 11, steps: int = 100) -> dict:
     }  # fmt: skip
 
 
+ICL_STEPS = np.array([0, 25, 50, 75, 100, 200, 300, 400, 500])
+
+
+def _icl_run(seed: int, m: int = 8, depth: int = 2) -> dict:
+    """Data of the shape of :func:`markovformer.experiments.icl.step_explorer_data` (causal
+    attention stored as float16, as the artifacts store it)."""
+    rng = np.random.default_rng(100 + seed)
+    P = len(ICL_STEPS)
+    z = rng.normal(0, 2, (P, depth, 1, m, m))
+    z[..., ~np.tri(m, dtype=bool)] = -np.inf
+    att = np.exp(z - z.max(-1, keepdims=True))
+    att = (att / att.sum(-1, keepdims=True)).astype(np.float16).astype(np.float32)
+    kl = {
+        n: (0.3 * rng.random(P) + 1e-3).astype(np.float32) for n in ("uniform", "unigram", "bigram")
+    }
+    return {
+        "seed": seed, "depth": depth, "steps": ICL_STEPS.copy(), "maps": att,
+        "symbols": rng.integers(0, 3, m), "kl": kl,
+        "kl_median": {n: (0.5 * v).astype(np.float32) for n, v in kl.items()},
+        "prev_token": rng.random((P, depth, 1)).astype(np.float32),
+        "induction": rng.random((P, depth, 1)).astype(np.float32),
+        "induction_uniform": np.full(P, 0.4, np.float32), "prev_token_uniform": 0.042,
+        "gap": (0.2 * rng.random(P) - 0.01).astype(np.float32),
+        "closest": ["uniform"] * P,
+    }  # fmt: skip
+
+
+_ICL = [_icl_run(s) for s in (0, 1, 2)]
+
+
 # --------------------------------------------------------------------------------------------
 # The figures: first state, controls, output
 # --------------------------------------------------------------------------------------------
@@ -76,6 +106,7 @@ def _figures() -> dict:
         ),  # fmt: skip
         "kernel": lambda: live.kernel_explorer(0.5, 1.0, seed=1, n_seeds=4),
         "dataset": lambda: live.dataset_explorer(8, 6, 6, seed=1, seeds=range(0, 3)),
+        "icl_step": lambda: live.icl_step_explorer(_ICL, seed=1, step=100),
     }
 
 
@@ -84,7 +115,7 @@ CONTROLS = {
     "chain": {"p", "q", "seed"}, "grid": {"p", "q"}, "reduction": {"e", "w", "a", "p", "q"},
     "run": {"menu", "step"}, "canonical": {"p", "q", "e0", "w0"},
     "init": {"p", "q", "logScale", "seed"}, "kernel": {"logC", "logScale", "seed"},
-    "dataset": {"K", "N", "L", "seed"},
+    "dataset": {"K", "N", "L", "seed"}, "icl_step": {"seed", "step"},
 }  # fmt: skip
 
 
@@ -212,6 +243,62 @@ def test_dataset_state_is_the_package():
     assert "at most K = 3" in live.dataset_state(3, 4, 5, 3)["titles"]["fig"]
 
 
+@pytest.fixture(scope="module")
+def icl_runs():
+    """Chapter 8's step explorer data, from the committed icl-mc artifacts (two-layer runs)."""
+    from pathlib import Path
+
+    from markovformer import experiments
+    from markovformer.experiments import icl
+
+    data = Path(__file__).resolve().parents[1] / "book" / "data"
+    results, jobs = experiments.get("icl-mc").load(data)
+    seeds = sorted(next(res for res, (sp, _) in zip(results, jobs, strict=True)
+                        if sp.model.depth == 2))  # fmt: skip
+    return [icl.step_explorer_data(results, jobs, depth=2, seed=s) for s in seeds]
+
+
+def test_icl_step_state_is_the_package(icl_runs):
+    d = icl_runs[1]
+    for step in (0, 510, 1040, 1050, 2000):  # 1050: halfway between stored steps, shows 1000
+        state = live.icl_step_state(icl_runs, d["seed"], step)
+        i = int(np.argmin(np.abs(d["steps"] - step)))  # as icl.step_explorer_figure
+        src, s = state["sources"], int(d["steps"][i])
+        for layer in (0, 1):  # the stored float16 maps, exactly
+            np.testing.assert_array_equal(
+                src[f"map{layer + 1}"]["image"][0], d["maps"][i, layer, 0]
+            )
+        for n in ("uniform", "unigram", "bigram"):
+            np.testing.assert_array_equal(src["kl"][n], d["kl"][n])
+        np.testing.assert_array_equal(src["scores"]["prev"], d["prev_token"][:, 0, 0])
+        np.testing.assert_array_equal(src["scores"]["ind"], d["induction"][:, 1, 0])
+        np.testing.assert_array_equal(src["scores"]["indUniform"], d["induction_uniform"])
+        assert src["symbols"]["text"][:24] == [str(v) for v in d["symbols"]]
+        assert state["props"]["marker.location"] == s == src["klNow"]["step"][0]
+        assert state["titles"]["klFig"] == (
+            f"seed {d['seed']}, step {s}: closest strategy {d['closest'][i]}\n"
+            f"loss minus Bayes loss (probe batch) {d['gap'][i]:.3f} nats"
+        )
+        assert state["titles"]["map1Fig"] == (
+            f"layer 1 at step {s}: previous-token score {d['prev_token'][i, 0, 0]:.2f}"
+        )
+        assert state["titles"]["map2Fig"] == (
+            f"layer 2 at step {s}: induction score {d['induction'][i, 1, 0]:.2f}"
+        )
+    assert live.icl_step_state(icl_runs, d["seed"], 1050)["props"]["marker.location"] == 1000
+    assert d["prev_token_uniform"] == pytest.approx(np.mean(1 / np.arange(2, 101)), rel=1e-12)
+
+
+def test_icl_step_figure_embeds_its_runs_compactly(icl_runs):
+    fig = live.icl_step_explorer(icl_runs, seed=0, step=500)
+    runs = fig.callback.args["runs"]
+    assert [r["seed"] for r in runs] == [d["seed"] for d in icl_runs]
+    assert runs[0]["maps"].dtype == np.uint16 and runs[0]["maps"].size == 51 * 2 * 300
+    assert fig.controls["step"].value == 500 and fig.controls["seed"].value == "0"
+    size = len(fig.html())
+    assert size < 700_000, f"the chapter 8 figure is {size / 1e6:.2f} MB of HTML"
+
+
 def test_builders_reject_bad_input():
     with pytest.raises(ValueError, match="seed must be in"):
         live.chain_explorer(seed=30, n_seeds=21)
@@ -227,6 +314,17 @@ def test_builders_reject_bad_input():
         live.run_explorer([])
     with pytest.raises(ValueError, match="max_len must be <= n_tokens"):
         live.dataset_explorer(4, 3, 6, seed=1, seeds=range(0, 2))
+    with pytest.raises(ValueError, match="seed must be one of"):
+        live.icl_step_explorer(_ICL, seed=7)
+    with pytest.raises(ValueError, match="depth >= 2"):
+        live.icl_step_explorer([_icl_run(0, depth=1)])
+    with pytest.raises(ValueError, match="at least one run"):
+        live.icl_step_explorer([])
+    leaky = _icl_run(0)
+    leaky["maps"] = leaky["maps"].copy()
+    leaky["maps"][3, 1, 0, 0, 5] = 0.5
+    with pytest.raises(ValueError, match="causal"):
+        live.icl_step_explorer([leaky])
     with pytest.raises(ValueError, match="unknown live figure kind"):
         live.LiveFigure("nope", None, {}, {})
 
@@ -262,6 +360,9 @@ MOVES = {
     "dataset": [({"seed": 2, "K": 10}, lambda: live.dataset_state(10, 6, 6, 2)),
                 ({"N": 1, "L": 2}, lambda: live.dataset_state(8, 1, 2, 1)),
                 ({"K": 4}, lambda: live.dataset_state(4, 6, 6, 1))],
+    "icl_step": [({"step": 230}, lambda: live.icl_step_state(_ICL, 1, 230)),  # shows 200
+                 ({"seed": "2", "step": 450}, lambda: live.icl_step_state(_ICL, 2, 450)),  # tie: 400
+                 ({"seed": "0", "step": 0}, lambda: live.icl_step_state(_ICL, 0, 0))],
 }  # fmt: skip
 _RUNS = [_run((0.5, 0.8), 0), _run((0.2, 0.3), 1)]
 _MEASURED = {"switching": {"scale": [0.02, 0.1], "success": [0.25, 1.0]}}
@@ -287,8 +388,71 @@ def test_a_broken_callback_is_caught(figures, tmp_path):
         assert_state("chain", shown, exp)
 
 
+@needs_node
+def test_icl_step_callback_over_a_sequence_of_moves(figures, tmp_path):
+    """One page, several moves: the run's curves are redrawn only when the seed changes, and
+    what the figure shows after each move is the package's state."""
+    from live_compare import encode, spec
+
+    fig = figures["icl_step"]
+    moves = [{"step": 60}, {"seed": "0"}, {"step": 480}, {"step": 500}, {"seed": "2"}]
+    expected, values = [], {"seed": "1", "step": 100}
+    for move in moves:
+        values = {**values, **move}
+        expected.append(live.icl_step_state(_ICL, int(values["seed"]), values["step"]))
+    models: dict = {}
+    M = encode(dict(fig.callback.args), models)
+    code = (
+        "(L, d) => d.moves.map((mv) => { for (const [k, v] of Object.entries(mv)) "
+        "d.M[k].value = v; L.update.icl_step(d.M); return mfShown(d.M, d.spec); })"
+    )
+    data = {"M": M, "moves": moves, "spec": spec(expected[0])}
+    shown, _ = run_node(code, data, tmp_path, models)
+    for move, got, exp in zip(moves, shown, expected, strict=True):
+        assert_state("icl_step", got, exp, where=f"icl_step after {move}")
+
+
+ICL_BREAKS = {  # wrong versions of update.icl_step: each must be caught
+    "ties to the later step": ("if (Math.abs(s[i] - want) < Math.abs(s[k] - want)) k = i;",
+                               "if (Math.abs(s[i] - want) <= Math.abs(s[k] - want)) k = i;"),
+    "diagonal dropped": ("for (let j = 0; j <= i; j++) row[j] = halfToFloat(bits[pos++]);",
+                         "for (let j = 0; j <= i; j++) row[j] = j < i ? halfToFloat(bits[pos++]) "
+                         ": (pos++, 0);"),
+    "layers swapped": ("const rows = iclMap(r, k, l);", "const rows = iclMap(r, k, L - 1 - l);"),
+}  # fmt: skip
+
+
+@needs_node
+@pytest.mark.parametrize("broken", list(ICL_BREAKS))
+def test_a_broken_icl_step_callback_is_caught(figures, broken, tmp_path, monkeypatch):
+    """live.js with a wrong chapter-8 callback: the comparison with the package fails."""
+    import live_compare
+
+    old, new = ICL_BREAKS[broken]
+    js = live_compare.LIVE_JS.read_text()
+    assert js.count(old) == 1, f"live.js no longer contains {old!r}"
+    bad = tmp_path / "live.js"
+    bad.write_text(js.replace(old, new))
+    monkeypatch.setattr(live_compare, "LIVE_JS", bad)
+    fig = figures["icl_step"]
+    exp = live.icl_step_state(_ICL, 2, 450)
+    shown, _ = update_in_node(fig, {"seed": "2", "step": 450}, tmp_path, exp)
+    with pytest.raises(AssertionError):
+        assert_state("icl_step", shown, exp)
+
+
 # --------------------------------------------------------------------------------------------
 # The closed forms of live.js against the functions they port
+
+
+@needs_node
+def test_half_floats_decode_exactly(tmp_path):
+    """live.js reads chapter 8's attention maps from their float16 bits: every bit pattern."""
+    bits = np.arange(2**16, dtype=np.uint16)
+    out, _ = run_node("(L, b) => Array.from(b, L.halfToFloat)", bits, tmp_path)
+    np.testing.assert_array_equal(np.asarray(out, dtype=float), bits.view(np.float16).astype(float))
+
+
 # --------------------------------------------------------------------------------------------
 
 

@@ -733,9 +733,79 @@
       `${M.seed.value}: optimal token framed red, query shaded blue, next token on the right`;
   }
 
+  // ---------------------------------------------------------------- chapter 8 (live.py)
+
+  /** A float16 value from its bits (numpy's float16, exactly: every float16 is a float64). */
+  function halfToFloat(bits) {
+    const sign = bits & 0x8000 ? -1 : 1, e = (bits >> 10) & 0x1f, f = bits & 0x3ff;
+    if (e === 0) return sign * f * Math.pow(2, -24);
+    if (e === 31) return f ? NaN : sign * Infinity;
+    return sign * (1 + f / 1024) * Math.pow(2, e - 15);
+  }
+
+  /** live._icl_map: the attention map (m rows) of a layer at stored step k of a record, whose
+   * maps are the float16 bits of the lower triangles, row by row. */
+  function iclMap(r, k, layer) {
+    const m = r.m, T = (m * (m + 1)) / 2, base = (k * r.layers + layer) * T;
+    const bits = plain(r.maps);
+    const rows = [];
+    let pos = base;
+    for (let i = 0; i < m; i++) {
+      const row = new Float64Array(m);
+      for (let j = 0; j <= i; j++) row[j] = halfToFloat(bits[pos++]);
+      rows.push(row);
+    }
+    return rows;
+  }
+
+  /** The seed whose curves a chapter-8 figure shows (keyed by its KL source). */
+  const iclShownSeed = new WeakMap();
+
+  /** Chapter 8: a stored ICL-MC run at its stored step nearest the slider (live.icl_step_state). */
+  update.icl_step = function (M) {
+    const seed = Number(M.seed.value), want = M.step.value;
+    const r = M.runs.find((x) => x.seed === seed);
+    const s = r.steps, m = r.m, L = r.layers;
+    let k = 0; // nearest stored step, ties to the earlier (numpy's argmin)
+    for (let i = 1; i < s.length; i++) if (Math.abs(s[i] - want) < Math.abs(s[k] - want)) k = i;
+    const step = s[k];
+    for (let l = 0; l < L; l++) {
+      const rows = iclMap(r, k, l);
+      let vmax = 0;
+      for (let i = m > 4 ? 4 : 0; i < m; i++) for (const v of rows[i]) vmax = Math.max(vmax, v);
+      M.mapSources[l].data = { image: [image(rows)], x: [-0.5], y: [-0.5], dw: [m], dh: [m] };
+      M.mappers[l].high = Math.max(vmax, 1e-6);
+      let title = `layer ${l + 1} at step ${step}`;
+      if (l === 0) title += `: previous-token score ${fmt(r.prev[k], 2)}`;
+      if (l === L - 1) title += `: induction score ${fmt(r.ind[k], 2)}`;
+      M.mapFigs[l].title.text = title;
+    }
+    if (iclShownSeed.get(M.kl) !== seed) { // the run's curves and symbols: when the seed changes
+      const sym = Array.from(r.symbols, String), idx = range(m), steps = Array.from(s);
+      M.symbols.data = { x: idx.concat(idx.map(() => -1.3)), y: idx.map(() => -1.3).concat(idx),
+        text: sym.concat(sym) };
+      const kl = { step: steps };
+      for (const n of M.strategies) kl[n] = Array.from(r.kl[n]);
+      M.kl.data = kl;
+      M.scores.data = { step: steps, prev: Array.from(r.prev), ind: Array.from(r.ind),
+        indUniform: Array.from(r.indUniform) };
+      iclShownSeed.set(M.kl, seed);
+    }
+    const now = M.strategies.map((n) => r.kl[n][k]);
+    let best = 0;
+    now.forEach((v, j) => { if (v < now[best]) best = j; });
+    M.klNow.data = { step: now.map(() => step), kl: now, color: M.strategyColors };
+    M.scoresNow.data = { step: [step, step], score: [r.prev[k], r.ind[k]], color: M.scoreColors };
+    M.klFig.title.text = `seed ${r.seed}, step ${step}: closest strategy ${M.strategies[best]}\n` +
+      `loss minus Bayes loss (probe batch) ${fmt(r.gap[k], 3)} nats`;
+    M.marker.location = step;
+    M.marker2.location = step;
+  };
+
   return {
     W_SADDLE, E_SADDLE, fmt, fmtG, fmtE, h, entropyRate, unigramLoss, regime, sampleChain, logaddexp, sigmoid,
     gap, separatrix, basinLabel, Landscape, gradientDescent, gradientFlow, transformerLogits,
-    rankOneWeights, canonicalLogits, kernelMatrices, pow10, update, renderDataset,
+    rankOneWeights, canonicalLogits, kernelMatrices, pow10, update, renderDataset, halfToFloat,
+    iclMap,
   };
 });

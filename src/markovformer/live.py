@@ -11,7 +11,8 @@ Data come from :mod:`markovformer.explorers`, the functions the ipywidgets panel
 cheap in the page is recomputed there (the chain sampler from stored uniforms, the canonical
 landscape, its gradient flow and gradient descent, a rank-one transformer, the attention kernels);
 what is not (stored training runs, the datasets of the NTP generator, Monte-Carlo basin
-probabilities) is precomputed here and embedded as compressed float32 / int8 arrays.
+probabilities) is precomputed here and embedded as compressed float32 / int8 arrays (chapter
+8's stored attention maps as the bits of their float16 values).
 
 For every kind of figure, ``<kind>_state(...)`` is what the figure shows for given control values:
 the data of its sources (by name) and its titles. The builder draws its first state; the page's
@@ -51,10 +52,12 @@ __all__ = [
     "kernel_state",
     "dataset_explorer",
     "dataset_state",
+    "icl_step_explorer",
+    "icl_step_state",
 ]
 
 #: the kinds of live figure, one per interaction of the book (``MFLive.update[kind]``)
-KINDS = ("chain", "grid", "reduction", "run", "canonical", "init", "kernel", "dataset")
+KINDS = ("chain", "grid", "reduction", "run", "canonical", "init", "kernel", "dataset", "icl_step")
 
 WIDTH = 650  # a figure's output area in the book's text column: 660 px at a 1280-px window
 HALF = 320  # two panels side by side
@@ -991,3 +994,218 @@ def dataset_explorer(n_tokens: int = 8, n_sentences: int = 6, max_len: int = 6, 
     _wire("dataset", controls, {**models, "table": table})
     layout = _layout("mf-dataset", _row(*controls.values()), fig)
     return LiveFigure("dataset", layout, {**controls, **models}, state)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 8: a stored ICL-MC run, step by step
+# --------------------------------------------------------------------------------------------
+
+ICL_STRATEGIES = ("uniform", "unigram", "bigram")
+ICL_COLORS = {"uniform": "#7f7f7f", "unigram": UNIGRAM_COLOR, "bigram": "#000000"}
+ICL_KL_RANGE = (5e-4, 0.6)  # KL(strategy || model) of the chapter's runs: about 1e-3 to 0.3
+
+
+def _half_bits(a) -> np.ndarray:
+    """float16 values as their bits (uint16): the page decodes them exactly (``halfToFloat``)."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float16)).view(np.uint16)
+
+
+def _half_values(bits) -> np.ndarray:
+    return np.asarray(bits, dtype=np.uint16).view(np.float16).astype(np.float64)
+
+
+def _icl_record(data: Mapping) -> dict:
+    """What the page stores of one run of :func:`markovformer.experiments.icl.step_explorer_data`:
+    the attention maps (head 0 of every layer) as the float16 bits of their lower triangle (causal
+    attention is 0 above the diagonal; the artifacts store float16), the curves as float32."""
+    maps = np.asarray(data["maps"])
+    if maps.ndim != 5 or maps.shape[-1] != maps.shape[-2]:
+        raise ValueError(f"maps must have shape (steps, layers, heads, m, m), got {maps.shape}")
+    _, L, _, m, _ = maps.shape
+    if L < 2:
+        raise ValueError(f"the step explorer shows a previous-token layer and an induction layer: "
+                         f"it needs depth >= 2, got {L}")  # fmt: skip
+    rows, cols = np.tril_indices(m)
+    upper = maps[:, :, 0][..., ~np.tri(m, dtype=bool)]
+    if upper.size and np.any(upper != 0):
+        raise ValueError("attention maps must be causal (0 above the diagonal)")
+    return {
+        "seed": int(data["seed"]), "steps": np.asarray(data["steps"], dtype=np.int32),
+        "m": int(m), "layers": int(L),
+        "maps": _half_bits(maps[:, :, 0][..., rows, cols]).reshape(-1),
+        "symbols": np.asarray(data["symbols"], dtype=np.int8),
+        "kl": {n: _f32(data["kl"][n]) for n in ICL_STRATEGIES},
+        "prev": _f32(np.asarray(data["prev_token"])[:, 0, 0]),
+        "ind": _f32(np.asarray(data["induction"])[:, L - 1, 0]),
+        "indUniform": _f32(data["induction_uniform"]),
+        "gap": _f32(data["gap"]),
+    }  # fmt: skip
+
+
+def _icl_map(r: dict, k: int, layer: int) -> np.ndarray:
+    """The attention map of ``layer`` at the stored step ``k`` of a record (m x m, float64)."""
+    m, L = r["m"], r["layers"]
+    T = m * (m + 1) // 2
+    base = (k * L + layer) * T
+    out = np.zeros((m, m))
+    out[np.tril_indices(m)] = _half_values(r["maps"][base : base + T])
+    return out
+
+
+def _icl_find(runs: Sequence[Mapping], seed: int) -> int:
+    seeds = [int(d["seed"]) for d in runs]
+    if int(seed) not in seeds:
+        raise ValueError(f"seed must be one of the stored runs' seeds {seeds}, got {seed}")
+    return seeds.index(int(seed))
+
+
+def icl_step_state(runs: Sequence[Mapping], seed: int, step: int,
+                   record: dict | None = None) -> dict:  # fmt: skip
+    """The run of ``seed`` (one of ``runs``, each from
+    :func:`markovformer.experiments.icl.step_explorer_data`) at its stored step nearest ``step``
+    (ties to the earlier, as :func:`~markovformer.experiments.icl.step_explorer_figure`): the
+    attention maps of head 0 of every layer, the run's KL to each strategy and the median over
+    the runs, its previous-token (layer 1) and induction (last layer) scores, with the step
+    marked."""
+    i = _icl_find(runs, seed)
+    r = record or _icl_record(runs[i])
+    s = r["steps"]
+    k = int(np.argmin(np.abs(s - step)))
+    m, L = r["m"], r["layers"]
+    sources, titles, props = {}, {}, {}
+    for layer in range(L):
+        att = _icl_map(r, k, layer)
+        vmax = float(att[4:].max()) if m > 4 else float(att.max())  # as icl._draw_map
+        sources[f"map{layer + 1}"] = {"image": [att], "x": [-0.5], "y": [-0.5], "dw": [m],
+                                      "dh": [m]}  # fmt: skip
+        props[f"mapper{layer + 1}.high"] = max(vmax, 1e-6)
+        titles[f"map{layer + 1}Fig"] = f"layer {layer + 1} at step {s[k]}"
+    titles["map1Fig"] += f": previous-token score {r['prev'][k]:.2f}"
+    titles[f"map{L}Fig"] += f": induction score {r['ind'][k]:.2f}"
+    sym = [str(int(v)) for v in r["symbols"]]
+    sources["symbols"] = {"x": list(range(m)) + [-1.3] * m, "y": [-1.3] * m + list(range(m)),
+                          "text": sym + sym}  # fmt: skip
+    sources["kl"] = {"step": s, **{n: r["kl"][n] for n in ICL_STRATEGIES}}
+    kl_now = [float(r["kl"][n][k]) for n in ICL_STRATEGIES]
+    closest = ICL_STRATEGIES[int(np.argmin(kl_now))]
+    sources["klNow"] = {"step": [int(s[k])] * len(ICL_STRATEGIES), "kl": kl_now,
+                        "color": [ICL_COLORS[n] for n in ICL_STRATEGIES]}  # fmt: skip
+    sources["scores"] = {"step": s, "prev": r["prev"], "ind": r["ind"],
+                         "indUniform": r["indUniform"]}  # fmt: skip
+    sources["scoresNow"] = {"step": [int(s[k])] * 2, "score": [float(r["prev"][k]),
+                            float(r["ind"][k])], "color": [COLORS[0], COLORS[1]]}  # fmt: skip
+    titles["klFig"] = (f"seed {r['seed']}, step {s[k]}: closest strategy {closest}\n"
+                       f"loss minus Bayes loss (probe batch) {r['gap'][k]:.3f} nats")  # fmt: skip
+    props["marker.location"] = int(s[k])
+    props["marker2.location"] = int(s[k])
+    return _state(sources, titles, props)
+
+
+def icl_step_explorer(runs: Sequence[Mapping], seed: int | None = None,
+                      step: int | None = None) -> LiveFigure:  # fmt: skip
+    """Stored ICL-MC runs, step by step: ``runs`` are
+    :func:`markovformer.experiments.icl.step_explorer_data` of runs of one depth, one per seed.
+    A seed menu and a step slider; the attention maps of the first positions of the run's probe
+    sequence (head 0 of every layer), its KL to the uniform, unigram and bigram strategies over
+    training (with the median over the runs), and its previous-token and induction scores, with
+    the step marked. The runs are embedded (maps as float16 bits of their lower triangle)."""
+    from bokeh.models import ColorBar, LinearColorMapper, Range1d, Select, Span
+    from bokeh.palettes import Blues256
+
+    if not runs:
+        raise ValueError("icl_step_explorer needs at least one run")
+    records = [_icl_record(d) for d in runs]
+    if len({(r["m"], r["layers"], tuple(r["steps"])) for r in records}) != 1:
+        raise ValueError("the runs must share their steps, map size and depth")
+    seed = records[0]["seed"] if seed is None else int(seed)
+    i = _icl_find(runs, seed)
+    steps = records[i]["steps"]
+    step = int(steps[-1]) if step is None else int(step)
+    state = icl_step_state(runs, seed, step, records[i])
+    src = _sources(state)
+    m, L = records[i]["m"], records[i]["layers"]
+
+    figs, mappers, map_sources = [], [], []
+    palette = list(reversed(Blues256))  # white at 0
+    for layer in range(L):
+        name = f"map{layer + 1}"
+        mapper = LinearColorMapper(palette=palette, low=0,
+                                   high=state["props"][f"mapper{layer + 1}.high"])  # fmt: skip
+        fig = _figure(state["titles"][f"{name}Fig"], width=WIDTH // L, height=320,
+                      x_range=Range1d(-1.9, m - 0.5), y_range=Range1d(m - 0.5, -1.9))  # fmt: skip
+        fig.image("image", x="x", y="y", dw="dw", dh="dh", source=src[name], color_mapper=mapper)
+        fig.text("x", "y", text="text", source=src["symbols"], text_align="center",
+                 text_baseline="middle", text_font_size="7pt", text_color="#444444")  # fmt: skip
+        fig.add_layout(ColorBar(color_mapper=mapper, width=8, label_standoff=4,
+                                major_label_text_font_size="8pt"), "right")  # fmt: skip
+        fig.title.text_font_size = "9pt"
+        fig.xaxis.axis_label = "key position (its symbol above)"
+        fig.yaxis.axis_label = "query position (symbol left)"
+        fig.grid.visible = False
+        figs.append(fig)
+        mappers.append(mapper)
+        map_sources.append(src[name])
+
+    kfig = _figure(state["titles"]["klFig"], width=HALF + 10, height=270, y_axis_type="log",
+                   y_range=Range1d(*ICL_KL_RANGE), x_range=Range1d(0, int(steps[-1])))  # fmt: skip
+    for n in ICL_STRATEGIES:
+        kfig.line(steps, _f32(runs[i]["kl_median"][n]), color=ICL_COLORS[n], line_width=1,
+                  line_dash="dashed", line_alpha=0.7)  # fmt: skip
+        kfig.line("step", n, source=src["kl"], color=ICL_COLORS[n], line_width=2, legend_label=n)
+    kfig.scatter("step", "kl", source=src["klNow"], color="color", size=7)
+    kfig.title.text_font_size = "9pt"
+    marker = Span(location=state["props"]["marker.location"], dimension="height",
+                  line_color=COLORS[0], line_dash="dotted")  # fmt: skip
+    kfig.add_layout(marker)
+    kfig.xaxis.axis_label = "training step"
+    kfig.yaxis.axis_label = "KL (nats per position)"
+    kfig.legend.location = "bottom_right"
+    kfig.legend.orientation = "horizontal"
+    kfig.legend.label_text_font_size = "8pt"
+    kfig.legend.background_fill_alpha = 0.6
+
+    sfig = _figure("previous-token and induction scores", width=HALF - 10, height=270,
+                   y_range=Range1d(0, 1), x_range=Range1d(0, int(steps[-1])))  # fmt: skip
+    sfig.line("step", "prev", source=src["scores"], color=COLORS[0], line_width=2,
+              legend_label="layer 1: previous token")  # fmt: skip
+    sfig.line("step", "ind", source=src["scores"], color=COLORS[1], line_width=2,
+              legend_label=f"layer {L}: induction")  # fmt: skip
+    sfig.line("step", "indUniform", source=src["scores"], color=COLORS[1], line_dash="dotted",
+              line_width=1.2)  # fmt: skip
+    prev_uniform = float(runs[i].get("prev_token_uniform", np.nan))
+    if np.isfinite(prev_uniform):
+        sfig.hspan(y=[prev_uniform], line_color=COLORS[0], line_dash="dotted", line_width=1.2)
+    sfig.scatter("step", "score", source=src["scoresNow"], color="color", size=7)
+    marker2 = Span(location=state["props"]["marker2.location"], dimension="height",
+                   line_color=COLORS[0], line_dash="dotted")  # fmt: skip
+    sfig.add_layout(marker2)
+    sfig.xaxis.axis_label = "training step"
+    sfig.yaxis.axis_label = "score"
+    sfig.legend.location = "bottom_right"
+    sfig.legend.label_text_font_size = "8pt"
+    sfig.legend.background_fill_alpha = 0.6
+
+    first = int(steps[0])
+    every = int(np.min(np.diff(steps))) if len(steps) > 1 else 1
+    menu = [(str(r["seed"]), f"seed {r['seed']}") for r in records]
+    controls = {"seed": Select(name="seed", title="run", value=str(seed), width=150, options=menu)}
+    controls["step"] = _slider("step", "training step (nearest stored)", step, first,
+                               int(steps[-1]), every, fmt="0", width=470)  # fmt: skip
+    named = {f"mapper{j + 1}": mp for j, mp in enumerate(mappers)}
+    named.update({f"map{j + 1}Fig": f for j, f in enumerate(figs)})
+    models = {**src, **named, "klFig": kfig, "scoreFig": sfig, "marker": marker,
+              "marker2": marker2}  # fmt: skip
+    _wire("icl_step", controls, {**models, "runs": records, "mapSources": map_sources,
+                                 "mappers": mappers, "mapFigs": figs,
+                                 "strategies": list(ICL_STRATEGIES),
+                                 "strategyColors": [ICL_COLORS[n] for n in ICL_STRATEGIES],
+                                 "scoreColors": [COLORS[0], COLORS[1]]})  # fmt: skip
+    key = _key(
+        f"Maps: attention of the first {m} positions of the run's probe sequence (rows: queries, "
+        "columns: keys; the colour scale ends at the largest weight of rows 4 on). Left below: "
+        "the run's KL to each strategy (solid) and the median over the runs (dashed). Right "
+        "below: the scores (dotted: uniform causal attention). Dots and dotted lines: the step."
+    )
+    layout = _layout("mf-icl_step", _row(*controls.values()), _row(*figs),
+                     _row(kfig, sfig), key)  # fmt: skip
+    return LiveFigure("icl_step", layout, {**controls, **models}, state)

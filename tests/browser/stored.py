@@ -41,3 +41,14 @@ def measured() -> dict:
         ("switching" if p + q > 1 else "sticky"): {"scale": row["scale"], "success": row["success"]}
         for (p, q), row in table.items()
     }
+
+
+@functools.cache
+def icl_runs() -> list[dict]:
+    """Chapter 8: the step explorer data of every two-layer ICL-MC run."""
+    from markovformer import experiments
+    from markovformer.experiments import icl
+
+    results, jobs = experiments.get("icl-mc").load(DATA)
+    res = next(r for r, (sp, _) in zip(results, jobs, strict=True) if sp.model.depth == 2)
+    return [icl.step_explorer_data(results, jobs, depth=2, seed=s) for s in sorted(res)]

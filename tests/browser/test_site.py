@@ -272,6 +272,7 @@ MOVES = {
     "init": [("logScale", 0.3), ("seed", 3), ("q", 0.3)],
     "kernel": [("logC", 1.0), ("seed", 3)],
     "dataset": [("seed", 2), ("K", 10)],
+    "icl_step": [("step", 250), ("seed", "3"), ("step", 1950), ("step", 0)],
 }
 
 
@@ -298,6 +299,8 @@ def expected_state(kind: str, v: dict, scalars: dict) -> dict:
         return live.kernel_state(10 ** v["logC"], 10 ** v["logScale"], int(v["seed"]))
     if kind == "dataset":
         return live.dataset_state(int(v["K"]), int(v["N"]), int(v["L"]), int(v["seed"]))
+    if kind == "icl_step":
+        return live.icl_step_state(stored.icl_runs(), int(v["seed"]), int(v["step"]))
     raise ValueError(kind)
 
 

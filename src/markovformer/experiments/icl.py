@@ -740,10 +740,11 @@ def step_explorer_data(results, jobs, depth: int = 2, seed: int | None = None) -
     Returns ``steps`` (P,), ``maps`` (P, L, H, m, m) float32 attention of the first m positions
     of the run's first probe sequence, ``symbols`` (m,), ``kl`` {strategy: (P,)} for this seed,
     ``kl_median`` {strategy: (P,)} over seeds, ``prev_token`` and ``induction`` (P, L, H),
-    ``induction_uniform`` (P,), ``gap`` (P,) = exact loss - Bayes loss on the probe batch, and
-    ``seed``, ``depth``, ``closest`` (P,) the strategy of smallest KL.
+    ``induction_uniform`` (P,), ``prev_token_uniform`` (the previous-token score of uniform
+    causal attention over the run's sequence length), ``gap`` (P,) = exact loss - Bayes loss on
+    the probe batch, and ``seed``, ``depth``, ``closest`` (P,) the strategy of smallest KL.
     """
-    res, _ = _by_depth(results, jobs)[depth]
+    res, spec = _by_depth(results, jobs)[depth]
     seed = min(res) if seed is None else seed
     rec = res[seed]
     steps = rec["icl_steps"].astype(int)
@@ -760,6 +761,7 @@ def step_explorer_data(results, jobs, depth: int = 2, seed: int | None = None) -
         "prev_token": rec["icl/prev_token"],
         "induction": rec["icl/induction"],
         "induction_uniform": rec["icl/induction_uniform"],
+        "prev_token_uniform": float(np.mean(1.0 / np.arange(2, spec.model.seq_len + 1))),
         "gap": rec["icl/exact_loss"] - rec["icl/bayes_loss"],
         "closest": stage_steps(kls, steps)["closest"],
     }
