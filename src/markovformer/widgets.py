@@ -337,3 +337,26 @@ def reduction_explorer(e: float = 1.0, w: float = -1.0, a: float = 0.0):
         plt.show()
 
     return _panel(draw, sliders)
+
+
+def icl_step_explorer(runs: list[dict], seed: int = 0, step: int | None = None):
+    """A seed menu and a step slider over stored in-context runs (chapter 8): ``runs`` holds one
+    :func:`markovformer.experiments.icl.step_explorer_data` result per seed, as the live figure's
+    :func:`markovformer.live.icl_step_explorer` does; redraws ``icl.step_explorer_figure``."""
+    import ipywidgets as w
+
+    from .experiments import icl
+
+    steps = [int(s) for s in runs[0]["steps"]]
+    step = steps[-1] if step is None else steps[int(np.argmin(np.abs(np.array(steps) - step)))]
+    controls = {
+        "seed": w.Dropdown(options=list(range(len(runs))), value=seed, description="seed"),
+        "step": w.SelectionSlider(options=steps, value=step, description="step",
+                                  continuous_update=False),
+    }  # fmt: skip
+
+    def draw(seed: int, step: int) -> None:
+        icl.step_explorer_figure(runs[seed], step)
+        plt.show()
+
+    return _panel(draw, controls)
