@@ -10,6 +10,7 @@ import torch
 from .. import canonical as C
 from ..claims import Claim, claims_of
 from ..experiments import l2g
+from ..experiments.base import get
 
 CH = 4
 DATA = Path("book/data")
@@ -134,4 +135,50 @@ def flow_3d_zoom(root: Path | None = None, zoom: dict | None = None) -> list[Cla
               "global minimum", sum(lab for _, lab in zoom[pq]), want, seeds="30 starts, seed 1",
               source="[paper]")
         for pq, want in ((STICKY, 30), (SWITCHING, 0))
+    ]  # fmt: skip
+
+
+def trajectories(root: Path = DATA) -> list[dict]:
+    """The L2G-T runs: one row per run (``l2g.trajectory_table``)."""
+    return l2g.trajectory_table(*get("l2g-t").load(root))
+
+
+#: a projected path has "fallen onto the unigram line" when e drops below this
+ON_LINE_E = 0.05
+
+
+@claims_of(CH)
+def trained_paths(root: Path = DATA, rows: list | None = None) -> list[Claim]:
+    """L2G-T at the paper's settings: every run whose projected start lies in the global basin
+    ends at the entropy rate; of those predicted to end on the unigram line, the standard runs
+    fall onto it and then leave it past the saddle, the rank-one starts never reach it."""
+    rows = trajectories(root) if rows is None else rows
+    glob = [r for r in rows if r["predicted"] == "global"]
+    uni = [r for r in rows if r["predicted"] == "unigram"]
+    std_sw = [r for r in uni if r["init"] == "standard"]
+    r1_uni = [r for r in uni if r["init"] != "standard"]
+    past_saddle = []
+    for r in std_sw:
+        k = np.flatnonzero(r["e"] > 0.2)
+        past_saddle.append(bool(k.size) and float(r["w"][k[0]]) < C.W_SADDLE)
+    (via,) = [r for r in rows if r["chain"] == SWITCHING and r["init"] == "rank-one 1, 0.8"]
+    seeds = "paper settings, 14 runs"
+    return [
+        Claim(CH, "runs predicted global that end at the entropy rate",
+              sum(r["outcome"] == "global" for r in glob), len(glob), seeds=seeds,
+              source="[paper]"),
+        Claim(CH, "runs predicted to stay on the unigram line that left it",
+              sum(r["outcome"] != "unigram" for r in uni), len(uni), seeds=seeds),
+        Claim(CH, f"standard runs on (0.5, 0.8) whose e fell below {ON_LINE_E}",
+              sum(float(r["e"].min()) < ON_LINE_E for r in std_sw), len(std_sw),
+              seeds="seeds 0-2", source="[paper]"),
+        Claim(CH, "of those, runs whose e regrew (> 0.2) only past w = -1/sqrt 2",
+              sum(past_saddle), len(std_sw), seeds="seeds 0-2"),
+        Claim(CH, "rank-one starts predicted unigram: smallest e along any path",
+              min(float(r["e"].min()) for r in r1_uni), (ON_LINE_E, None), digits=3,
+              seeds=f"{len(r1_uni)} runs"),
+        Claim(CH, "run (1, 0.8) on (0.5, 0.8): final |w| (MLP switched off)",
+              abs(float(via["w"][-1])), (None, 0.05), digits=3, seeds="seed 0"),
+        Claim(CH, "run (1, 0.8) on (0.5, 0.8): final |W_Q| |W_K|", via["qk_norm"],
+              (10.0, None), digits=1, seeds="seed 0"),
     ]  # fmt: skip
