@@ -12,6 +12,7 @@ from . import (  # noqa: F401
     ch2_transformer,
     ch3_low_rank,
     ch4_landscape,
+    ch5_initialisation,
     ch6_kernels,
     ch7_max_margin,
 )
