@@ -235,3 +235,40 @@ def bridge_escapes(bt: dict) -> dict:
         for kern, by_chain in bt.items()
         for (p, q), d in by_chain.items()
     }
+
+
+def bridge(root: Path = DATA) -> dict:
+    """gdd-bridge: ``E.bridge_table`` of the stored runs."""
+    return E.bridge_table(*get("gdd-bridge").load(root))
+
+
+@claims_of(CH)
+def markov_bridge(root: Path = DATA, bt: dict | None = None) -> list[Claim]:
+    """The tied Markov transformer with each kernel: all learn (0.2, 0.3); at (0.5, 0.8) all fall
+    onto the unigram plateau; the row-normalised Gaussian leaves it with exactly the seeds of
+    softmax; the raw Gaussian leaves it before any softmax run does."""
+    bt = bridge(root) if bt is None else bt
+    esc = bridge_escapes(bt)
+    n = bt["softmax"][(0.2, 0.3)]["runs"]
+    seeds = f"seeds 0-{n - 1} per kernel, N = 128"
+    plateau = max(
+        float(np.abs(d[(0.5, 0.8)]["curves"][:, 140:160].mean(1) - d[(0.5, 0.8)]["unigram"]).max())
+        for d in bt.values()
+    )
+    same = sum((a is None) == (b is None) for a, b in
+               zip(esc["softmax", 0.5, 0.8], esc["gaussian-rownorm", 0.5, 0.8], strict=True))  # fmt: skip
+    soft = [s for s in esc["softmax", 0.5, 0.8] if s is not None]
+    raw = [s for s in esc["gaussian", 0.5, 0.8] if s is not None]
+    out = [
+        Claim(CH, f"{E.KERNEL_LABELS[k]}: runs at the bigram loss, (0.2, 0.3)",
+              bt[k][(0.2, 0.3)]["reached"], n, seeds=seeds)
+        for k in bt
+    ]  # fmt: skip
+    return out + [
+        Claim(CH, "(0.5, 0.8), all kernels: max |loss - unigram| over steps 141-160", plateau,
+              0.0, tol=0.005, digits=4, seeds=seeds),
+        Claim(CH, "(0.5, 0.8): seeds escaping with one normalised kernel only", n - same, 0,
+              seeds=seeds),
+        Claim(CH, "(0.5, 0.8): last raw-Gaussian escape minus first softmax escape (steps)",
+              max(raw) - min(soft), (None, 0), seeds=seeds),
+    ]  # fmt: skip
