@@ -38,6 +38,7 @@ __all__ = [
     "seed_list",
     "no_jobs",
     "data_from_spec",
+    "stored_training_seconds",
     "NAMESPACE",
 ]
 
@@ -269,6 +270,24 @@ def load_specs(
             )
         out.append({int(s): store.load(s) for s in seeds})
     return out
+
+
+def stored_training_seconds(
+    jobs: Sequence[tuple[RunSpec, Sequence[int]]], root: str | Path
+) -> float:
+    """Training time of the stored runs of ``jobs``, from their manifests: the wall time of each
+    batched chunk, shared by its runs, summed over chunks (a configuration listed twice counts
+    once). It is the time of the machine and load that made them, as recorded then."""
+    total, seen = 0.0, set()
+    for spec, seeds in jobs:
+        store = spec.store(root)
+        for s in seeds:
+            if (store.dir, int(s)) in seen:
+                continue
+            seen.add((store.dir, int(s)))
+            info = store.info(s)
+            total += float(info["batch_wall_seconds"]) / int(info["runs_in_batch"])
+    return total
 
 
 def seed_list(n: int | None, default: int) -> list[int]:

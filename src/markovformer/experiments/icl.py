@@ -711,21 +711,12 @@ CHAPTER_EXPERIMENTS = ("icl-mc", "icl-ablation", "icl-order")  # every run of th
 
 
 def training_seconds(root: str | Path) -> float:
-    """Training time of every stored run of the chapter, from the manifests: the wall time of
-    each batched chunk (shared by its runs) summed over chunks, as one process measured it."""
-    from .base import get
+    """Training time of every stored run of the chapter, from the manifests
+    (:func:`markovformer.experiments.base.stored_training_seconds`)."""
+    from .base import get, stored_training_seconds
 
-    total, seen = 0.0, set()
-    for exp_id in CHAPTER_EXPERIMENTS:
-        for spec, seeds in get(exp_id).jobs(None, None):
-            store = spec.store(root)
-            if store.dir in seen:
-                continue
-            seen.add(store.dir)
-            for s in seeds:
-                info = store.info(s)
-                total += float(info["batch_wall_seconds"]) / int(info["runs_in_batch"])
-    return total
+    jobs = [job for exp_id in CHAPTER_EXPERIMENTS for job in get(exp_id).jobs(None, None)]
+    return stored_training_seconds(jobs, root)
 
 
 # --------------------------------------------------------------------------------------------
