@@ -124,15 +124,6 @@ def algorithm1(root: Path | None = None, run: dict | None = None) -> list[Claim]
     out = [
         Claim(
             CH,
-            "slope of ln(L - L*) x |W_kq*| along the max-margin ray, c in [150, 300]",
-            ray_slope(run),
-            -1.0,
-            tol=0.01,
-            seeds=seeds,
-            source="[derived]",
-        ),
-        Claim(
-            CH,
             "stage 1: fitted L0 rate / -eta0/|W_ov*|",
             rates["L0"]["rate"] / rates["L0_predicted_rate"],
             1.0,
