@@ -12,7 +12,7 @@ DATA = Path(__file__).resolve().parents[1] / "book" / "data"
 
 #: ids whose runs are committed under book/data (the chapters load them)
 COMMITTED = [
-    "awm-1", "awm-2", "awm-3", "awm-4", "awm-plateau", "awm-5", "awm-6",
+    "awm-1", "awm-2", "awm-3", "awm-4-reduced", "awm-plateau", "awm-5", "awm-6",
     "l2g-a1", "l2g-a2", "l2g-t", "l2g-4", "l2g-schedule", "l2g-escape", "l2g-scale", "l2g-grid", "l2g-inits",
     "gdd-qk", "gdd-standins", "gdd-landscape", "gdd-bridge",
 ]  # fmt: skip

@@ -202,25 +202,31 @@ AWM3 = register(
 )
 
 
-def _awm4_jobs(n_seeds, steps):
-    seeds = seed_list(n_seeds, 1)
-    return [
-        (
-            binary_spec(
-                p,
-                q,
-                tied=t,
-                steps=steps,
-                probes=False,
-                keep_final_state=False,
-                record_keys=GRID_KEYS,
-            ),
-            seeds,
-        )
-        for t in (True, False)
-        for q in GRID
-        for p in GRID
-    ]
+def _grid_jobs(seq_len: int, default_seeds: int):
+    """The tied and untied runs of every grid cell at context length ``seq_len``."""
+
+    def jobs(n_seeds, steps):
+        seeds = seed_list(n_seeds, default_seeds)
+        return [
+            (
+                binary_spec(
+                    p,
+                    q,
+                    tied=t,
+                    steps=steps,
+                    seq_len=seq_len,
+                    probes=False,
+                    keep_final_state=False,
+                    record_keys=GRID_KEYS,
+                ),
+                seeds,
+            )
+            for t in (True, False)
+            for q in GRID
+            for p in GRID
+        ]
+
+    return jobs
 
 
 def grid_maps(results, jobs) -> dict[str, np.ndarray]:
@@ -279,10 +285,23 @@ AWM4 = register(
     Experiment(
         id="awm-4",
         description="AwM-4: final loss over the (p, q) grid {0.1..0.9}^2, tied vs untied",
-        jobs=_awm4_jobs,
+        jobs=_grid_jobs(1024, 1),
         figure=_awm4_figure,
         summary=_awm4_summary,
         default_seeds=1,
+        chapter="02_transformer",
+    )
+)
+
+#: the CPU-sized grid: N = 128, 3 seeds per cell; its tied runs are l2g-grid's standard arm
+AWM4_REDUCED = register(
+    Experiment(
+        id="awm-4-reduced",
+        description="AwM-4 at N = 128 (3 seeds per cell): final loss over the grid, tied vs untied",
+        jobs=_grid_jobs(128, 3),
+        figure=_awm4_figure,
+        summary=_awm4_summary,
+        default_seeds=3,
         chapter="02_transformer",
     )
 )
