@@ -204,6 +204,47 @@ def scale_claims(root: Path = DATA, sc: dict | None = None) -> list[Claim]:
     return out
 
 
+def grid(root: Path = DATA) -> dict:
+    """l2g-grid: the success maps, the (p, q) meshes, the gap between the two loss levels per
+    cell, and the final losses of every run by (init, p, q)."""
+    res, jobs = get("l2g-grid").load(root)
+    P, Q = np.meshgrid(guide.GRID, guide.GRID)
+    chains = [[BinaryChain(float(p), float(q)) for p in guide.GRID] for q in guide.GRID]
+    levels = np.array([[c.unigram_loss - c.entropy_rate for c in row] for row in chains])
+    finals = {(sp.init, sp.chain["p"], sp.chain["q"]): analysis.final_loss(stack(r, "exact_loss"))
+              for r, (sp, _) in zip(res, jobs, strict=True)}  # fmt: skip
+    return {"maps": guide.success_maps(res, jobs), "P": P, "Q": Q, "level_gap": levels,
+            "finals": finals, "seeds": len(jobs[0][1])}  # fmt: skip
+
+
+@claims_of(CH)
+def grid_claims(root: Path = DATA, g: dict | None = None) -> list[Claim]:
+    """Over the (p, q) grid at N = 128: both inits learn every sticky cell with every seed; above
+    the diagonal the standard init fails in most runs and succeeds mainly far from it, while the
+    guideline learns every switching cell with every seed except where the two loss levels are
+    within 0.01 nats (there "learned" is hard to tell from the unigram solution)."""
+    g = grid(root) if g is None else g
+    std, gl, P, Q = g["maps"]["gaussian"], g["maps"]["guideline"], g["P"], g["Q"]
+    sw, st = P + Q > 1.0001, P + Q < 0.9999
+    most, few = sw & (std >= 2 / 3), sw & (std <= 1 / 3)
+    seeds = f"{g['seeds']} seeds per cell, N = 128"
+    out = [
+        Claim(CH, "sticky cells learned by every seed: standard", int((std[st] == 1).sum()),
+              int(st.sum()), seeds=seeds, source="[paper]"),
+        Claim(CH, "sticky cells learned by every seed: guideline", int((gl[st] == 1).sum()),
+              int(st.sum()), seeds=seeds),
+        Claim(CH, "switching cells: fraction of standard runs reaching the rate",
+              float(np.mean(std[sw])), (None, 0.5), digits=2, seeds=seeds, source="[paper]"),
+        Claim(CH, "switching cells the guideline misses where the levels are > 0.01 apart",
+              int(np.sum(sw & (gl < 1) & (g["level_gap"] >= 0.01))), 0, seeds=seeds),
+    ]  # fmt: skip
+    if most.any() and few.any():
+        out.append(Claim(CH, "standard, p + q > 1: mean p + q of cells learned by most seeds "
+                         "minus that of cells learned by few", float(np.mean(P[most] + Q[most])
+                         - np.mean(P[few] + Q[few])), (0.2, None), digits=2, seeds=seeds))  # fmt: skip
+    return out
+
+
 def inits(root: Path = DATA) -> dict:
     """l2g-inits: final losses and step-1 losses by (p, init)."""
     res, jobs = get("l2g-inits").load(root)
