@@ -122,12 +122,18 @@ def probe_claims(root: Path = DATA, summary: dict | None = None) -> list[Claim]:
     return out
 
 
-def grid_stuck(root: Path = DATA) -> dict:
-    """AwM-4: per arm, the number of grid cells whose final loss keeps more than half of the
-    unigram-bigram gap, among switching (p + q > 1) and sticky (p + q < 1) cells."""
-    maps = awm.grid_maps(*get("awm-4").load(root))
+GRID_ID = "awm-4-reduced"  # the grid the chapter shows: N = 128, 3 seeds per cell
+
+
+def grid_stuck(root: Path = DATA, exp_id: str = GRID_ID) -> dict:
+    """AwM-4: per arm, the number of grid cells whose final loss (mean over seeds) keeps more
+    than half of the unigram-bigram gap, among switching (p + q > 1) and sticky (p + q < 1)
+    cells."""
+    maps = awm.grid_maps(*get(exp_id).load(root))
     P, Q = np.meshgrid(awm.GRID, awm.GRID)
-    regions = {"switching": P + Q > 1.0001, "sticky": P + Q < 0.9999}
+    regions = {"switching": P + Q > 1.0001, "sticky": P + Q < 0.9999,
+               "next to the diagonal (p + q = 1.1)": np.abs(P + Q - 1.1) < 1e-6,
+               "strongly switching (p + q >= 1.7)": P + Q > 1.6999}  # fmt: skip
     out = {arm: {name: int(np.sum(maps[arm][r] > 0.5)) for name, r in regions.items()}
            for arm in maps}  # fmt: skip
     out["cells"] = {name: int(r.sum()) for name, r in regions.items()}
@@ -137,10 +143,11 @@ def grid_stuck(root: Path = DATA) -> dict:
 
 @claims_of(CH)
 def grid_claims(root: Path = DATA, stuck: dict | None = None) -> list[Claim]:
-    """The tied model's failures are confined to p + q > 1; the untied model fails nowhere."""
+    """The tied model's failures are confined to p + q > 1, in a band along the diagonal (every
+    cell with p + q = 1.1 stuck, none with p + q >= 1.7); the untied model fails nowhere."""
     stuck = grid_stuck(root) if stuck is None else stuck
-    seeds = "1 seed per cell, paper settings"
-    return [
+    seeds = "3 seeds per cell, N = 128"
+    out = [
         Claim(CH, "untied: grid cells stuck (gap fraction > 0.5)",
               stuck["untied"]["switching"] + stuck["untied"]["sticky"], 0, seeds=seeds,
               source="[paper]"),
@@ -149,6 +156,11 @@ def grid_claims(root: Path = DATA, stuck: dict | None = None) -> list[Claim]:
         Claim(CH, "tied: stuck cells with p + q > 1", stuck["tied"]["switching"], (1, None),
               seeds=seeds, source="[paper]"),
     ]  # fmt: skip
+    for name in ("next to the diagonal (p + q = 1.1)", "strongly switching (p + q >= 1.7)"):
+        n = stuck["cells"][name]
+        out.append(Claim(CH, f"tied: stuck cells {name}, of {n}", stuck["tied"][name],
+                         n if "diagonal" in name else 0, seeds=seeds))  # fmt: skip
+    return out
 
 
 def plateau(root: Path = DATA) -> dict:
