@@ -31,6 +31,9 @@ def test_printed_digits_follow_the_tolerance():
     assert Claim(5, "runs", 4, (4, None)).line() == "runs: 4 vs >= 4 -> OK"
     long = Claim(1, "x" * 80, 0.5, 0.5, tol=0.01).line()
     assert long == "x" * 80 + ":\n    0.500 vs 0.500 (tol 0.01) -> OK"
+    words = Claim(1, " ".join(["word"] * 30), 0.5, 0.5, tol=0.01).line()
+    assert max(len(line) for line in words.splitlines()) <= 88
+    assert words.endswith("\n    0.500 vs 0.500 (tol 0.01) -> OK")
     assert "0.0231" in Claim(1, "x", 0.02312, 0.02, tol=0.01, digits=4).line()
 
 

@@ -13,6 +13,7 @@ Sources (SPEC): ``[paper]`` stated in a paper, ``[code]`` read in the authors' c
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,12 +106,16 @@ class Claim:
 
     def line(self, width: int = 88) -> str:
         """The printed line of a check cell; the values go on a second, indented line when the
-        whole would be wider than ``width`` (the book's text column holds about 88 characters)."""
+        whole would be wider than ``width`` (the book's text column holds about 88 characters),
+        and a claim text longer than that wraps too."""
         verdict = "OK" if self.passed else "FAIL"
         tol = "" if self.tol == 0 else f" (tol {self.tol_text})"
         values = f"{self.fmt(self.measured)} vs {self.expected_text}{tol} -> {verdict}"
         one = f"{self.text}: {values}"
-        return one if len(one) <= width else f"{self.text}:\n    {values}"
+        if len(one) <= width:
+            return one
+        head = textwrap.fill(f"{self.text}:", width, subsequent_indent="  ")
+        return f"{head}\n    {values}"
 
     def row(self) -> dict:
         return {

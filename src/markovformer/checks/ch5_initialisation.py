@@ -239,8 +239,8 @@ def grid_claims(root: Path = DATA, g: dict | None = None) -> list[Claim]:
               int(np.sum(sw & (gl < 1) & (g["level_gap"] >= 0.01))), 0, seeds=seeds),
     ]  # fmt: skip
     if most.any() and few.any():
-        out.append(Claim(CH, "standard, p + q > 1: mean p + q of cells learned by most seeds "
-                         "minus that of cells learned by few", float(np.mean(P[most] + Q[most])
+        out.append(Claim(CH, "standard, p + q > 1: mean p + q, cells learned by most seeds "
+                         "minus by few", float(np.mean(P[most] + Q[most])
                          - np.mean(P[few] + Q[few])), (0.2, None), digits=2, seeds=seeds))  # fmt: skip
     return out
 
