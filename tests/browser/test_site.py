@@ -1,13 +1,14 @@
 """The built book (_build/html) in a real browser: headless Chromium, every host but 127.0.0.1
 unreachable, the site served by a local http.server.
 
-Every page: no request to another host, no console error, math typeset (no raw TeX left), every
-image loads, every figure has a number, a caption and real alt text, no printed output, image or
-live figure overflows the text column at a 1280-px window, no image is shrunk below 0.6 of its
-natural width, the Binder and Colab links open the page's own notebook, and the page weighs at
-most 6 MB with everything it loads. Every live figure starts with what the package computes and,
-when its controls move, changes to what the package computes for the new values, in the time
-budget. A screenshot of every page goes to _build/screenshots/ (not committed).
+Every page: no request to another host, no console error, math typeset (no raw TeX left), no
+Markdown table left unparsed, every image loads, every figure has a number, a caption and real alt
+text, no printed output, image or live figure overflows the text column at a 1280-px window, no
+image is shrunk below 0.6 of its natural width, the Binder and Colab links open the page's own
+notebook, and the page weighs at most 6 MB with everything it loads. Every live figure starts with
+what the package computes and, when its controls move, changes to what the package computes for
+the new values, in the time budget. A screenshot of every page goes to _build/screenshots/ (not
+committed).
 
 Run by ``make test`` after the strict build (``make browser-test`` alone); skipped by a plain
 ``pytest tests``. Chromium and chromedriver: ``apt-get install -y chromium chromium-driver``.
@@ -173,6 +174,9 @@ clone.querySelectorAll("pre, code, script, style, .highlight, mjx-container, .mf
 const text = clone.textContent;
 const raw = ["\\\\(", "\\\\[", "$$"].filter((s) => text.includes(s)).map((s) => {
   const i = text.indexOf(s); return s + "  ...  " + text.slice(Math.max(0, i - 40), i + 60); });
+// a Markdown table that was not parsed shows its separator row ("---" becomes an em dash)
+const rawTables = ["|---", "|\u2014|", "| --- |"].filter((s) => text.includes(s)).map((s) => {
+  const i = text.indexOf(s); return text.slice(Math.max(0, i - 60), i + 40); });
 const maths = Array.from(article.querySelectorAll("span.math, div.math"));
 const outputs = Array.from(article.querySelectorAll(".cell_output pre")).map((pre) => {
   const holder = pre.closest(".highlight") || pre;
@@ -211,6 +215,7 @@ const res = performance.getEntriesByType("resource");
 const size = (e) => e.encodedBodySize || e.transferSize || 0;
 const bytes = (nav ? size(nav) : 0) + res.reduce((s, e) => s + size(e), 0);
 return { column: { left: col.left, right: col.right, width: col.width }, raw: raw,
+  rawTables: rawTables,
   maths: maths.length, untypeset: maths.filter((m) => !m.querySelector("mjx-container")).length,
   outputs: outputs, tables: tables, images: images, lives: lives, figures: figures, links: links,
   bytes: bytes, resources: res.map((e) => e.name) };
@@ -407,6 +412,7 @@ def test_page(page, site, server, browser):
 
     # math
     problems += [f"raw TeX left in the text: {r!r}" for r in facts["raw"]]
+    problems += [f"a Markdown table left unrendered: {r!r}" for r in facts["rawTables"]]
     if facts["untypeset"]:
         problems.append(f"{facts['untypeset']} of {facts['maths']} formulas not typeset by MathJax")
 
