@@ -1101,6 +1101,15 @@ def icl_step_state(runs: Sequence[Mapping], seed: int, step: int,
     return _state(sources, titles, props)
 
 
+def _step_axes(fig, ylabel: str) -> None:
+    """Label a panel of the step explorer (x: training step) and put its legend bottom right."""
+    fig.xaxis.axis_label = "training step"
+    fig.yaxis.axis_label = ylabel
+    fig.legend.location = "bottom_right"
+    fig.legend.label_text_font_size = "8pt"
+    fig.legend.background_fill_alpha = 0.6
+
+
 def icl_step_explorer(runs: Sequence[Mapping], seed: int | None = None,
                       step: int | None = None) -> LiveFigure:  # fmt: skip
     """Stored ICL-MC runs, step by step: ``runs`` are
@@ -1157,12 +1166,8 @@ def icl_step_explorer(runs: Sequence[Mapping], seed: int | None = None,
     marker = Span(location=state["props"]["marker.location"], dimension="height",
                   line_color=COLORS[0], line_dash="dotted")  # fmt: skip
     kfig.add_layout(marker)
-    kfig.xaxis.axis_label = "training step"
-    kfig.yaxis.axis_label = "KL (nats per position)"
-    kfig.legend.location = "bottom_right"
+    _step_axes(kfig, "KL (nats per position)")
     kfig.legend.orientation = "horizontal"
-    kfig.legend.label_text_font_size = "8pt"
-    kfig.legend.background_fill_alpha = 0.6
 
     sfig = _figure("previous-token and induction scores", width=HALF - 10, height=270,
                    y_range=Range1d(0, 1), x_range=Range1d(0, int(steps[-1])))  # fmt: skip
@@ -1179,11 +1184,7 @@ def icl_step_explorer(runs: Sequence[Mapping], seed: int | None = None,
     marker2 = Span(location=state["props"]["marker2.location"], dimension="height",
                    line_color=COLORS[0], line_dash="dotted")  # fmt: skip
     sfig.add_layout(marker2)
-    sfig.xaxis.axis_label = "training step"
-    sfig.yaxis.axis_label = "score"
-    sfig.legend.location = "bottom_right"
-    sfig.legend.label_text_font_size = "8pt"
-    sfig.legend.background_fill_alpha = 0.6
+    _step_axes(sfig, "score")
 
     first = int(steps[0])
     every = int(np.min(np.diff(steps))) if len(steps) > 1 else 1
