@@ -39,8 +39,11 @@ from live_compare import ENCODE_JS, assert_state, decode, spec  # noqa: E402
 from markovformer import live  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-SITE = ROOT / "_build" / "html"
-SHOTS = ROOT / "_build" / "screenshots"
+# MARKOVFORMER_BUILD: the build folder to test (default _build; `jupyter-book build --path-output X`
+# writes X/_build/html), so that two builds can be tested side by side
+_BUILD = Path(os.environ.get("MARKOVFORMER_BUILD", ROOT / "_build"))
+SITE = _BUILD / "html" if (_BUILD / "html").is_dir() else _BUILD / "_build" / "html"
+SHOTS = SITE.parent / "screenshots"
 WINDOW = (1280, 1000)
 PAGE_BUDGET = 6 * 2**20  # bytes a chapter page loads, with its data and scripts
 SITE_BUDGET = 80 * 2**20  # bytes of the whole built site
