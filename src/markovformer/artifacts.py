@@ -37,6 +37,8 @@ __all__ = [
     "config_hash",
     "load_or_run",
     "versions",
+    "machine_info",
+    "machine_text",
     "atomic_write",
 ]
 
@@ -66,8 +68,52 @@ def config_hash(config: Mapping) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
 
 
-def versions() -> dict[str, str]:
-    """Versions of what produced a result."""
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict[str, object]:
+    """What a run's wall time and its last bits depend on: the CPU model, the cores this process
+    may use, and the vector instructions torch's CPU kernels dispatch to (``AVX512``, ``AVX2``,
+    ``DEFAULT``; ``ATEN_CPU_CAPABILITY`` changes it)."""
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def machine_text(info: Mapping | None = None) -> str:
+    """``info`` (default: this machine) in words, e.g. "AMD EPYC, 2 cores, AVX512 kernels"."""
+    info = machine_info() if info is None else info
+    if not info.get("cpu"):
+        return "a machine whose CPU was not recorded"
+    cores = info.get("cores")
+    text = str(info["cpu"]) + (f", {cores} cores" if cores else "")
+    cap = info.get("cpu_capability")
+    return text + (f", {cap} kernels" if cap else "")
+
+
+def versions() -> dict[str, object]:
+    """Versions of what produced a result, and the machine (:func:`machine_info`)."""
     import torch
 
     from . import __version__
@@ -79,6 +125,7 @@ def versions() -> dict[str, str]:
         "markovformer": __version__,
         "platform": platform.platform(),
         "machine": platform.machine(),
+        **machine_info(),
     }
 
 

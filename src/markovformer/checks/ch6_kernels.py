@@ -12,7 +12,7 @@ import torch
 from .. import analysis, gdd
 from ..claims import Claim, claims_of
 from ..experiments import gdd as E
-from ..experiments.base import get
+from ..experiments.base import get, stored_cost
 from ..kernels import GaussianKernel, NormalizedGaussianKernel, SoftmaxKernel
 
 CH = 6
@@ -99,16 +99,44 @@ def linear_rate(root: Path | None = None, rate_runs: list | None = None) -> list
     return out
 
 
+def joint_summary(root: Path = DATA) -> dict:
+    """The stored gdd-joint draws as :func:`markovformer.experiments.gdd.joint_table`."""
+    results, jobs = get("gdd-joint").load(root)
+    return E.joint_table(results, jobs)
+
+
+def joint_cost(root: Path = DATA) -> dict:
+    """Computing time and machine of the stored gdd-joint draws (see ``base.stored_cost``)."""
+    return stored_cost(get("gdd-joint").jobs(None, None), root)
+
+
 @claims_of(CH)
-def joint_training(root: Path | None = None, joint: list | None = None) -> list[Claim]:
-    """Below H D = N n, training every block ends far below the best W_V-only loss."""
-    joint = joint or [E.joint_runs("softmax"), E.joint_runs("gaussian")]
+def joint_training(root: Path = DATA, table: dict | None = None) -> list[Claim]:
+    """Below H D = N n, training every block ends below the best W_V-only loss in every draw,
+    typically several times below; single draws are chaotic (a 1e-12 change of the start moves
+    them), the distribution over draws is not."""
+    table = joint_summary(root) if table is None else table
     out = []
-    for r in joint:
-        gain = r["loss"][:, -1] / r["v_optimum"]
-        out.append(Claim(CH, f"{r['kernel']}: largest (all blocks) / (best W_V-only) over draws",
-                         gain.max(), (None, 1 / 3), digits=3,
-                         seeds=f"{len(gain)} draws"))  # fmt: skip
+    for kern, arms in table.items():
+        r, pert = arms["exact"], arms["perturbed"]
+        n = len(r["ratio"])
+        seeds = f"{n} draws"
+        out += [
+            Claim(CH, f"{kern}: draws ending below their best W_V-only loss", (r["ratio"] < 1).sum(),
+                  n, seeds=seeds),
+            Claim(CH, f"{kern}: median over draws of (all blocks) / (best W_V-only)",
+                  np.median(r["ratio"]), (None, 1 / 3), digits=2, seeds=seeds),
+            Claim(CH, f"{kern}: largest (all blocks) / (best W_V-only)", r["ratio"].max(),
+                  (None, 0.5), digits=2, seeds=seeds),
+            Claim(CH, f"{kern}, start moved by 1e-12: largest change of one draw's ratio",
+                  np.abs(pert["ratio"] - r["ratio"]).max(), (0.01, None), digits=2, seeds=seeds),
+            Claim(CH, f"{kern}, start moved by 1e-12: change of the median ratio",
+                  abs(np.median(pert["ratio"]) - np.median(r["ratio"])), (None, 0.02), digits=3,
+                  seeds=seeds),
+        ]  # fmt: skip
+    soft, gauss = (np.median(table[k]["exact"]["ratio"]) for k in ("softmax", "gaussian"))
+    out.append(Claim(CH, "median ratio, Gaussian / softmax", gauss / soft, (None, 0.6), digits=2,
+                     seeds=f"{len(table['softmax']['exact']['ratio'])} draws each"))  # fmt: skip
     return out
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "no_jobs",
     "data_from_spec",
     "stored_training_seconds",
+    "stored_cost",
     "NAMESPACE",
 ]
 
@@ -278,7 +279,20 @@ def stored_training_seconds(
     """Training time of the stored runs of ``jobs``, from their manifests: the wall time of each
     batched chunk, shared by its runs, summed over chunks (a configuration listed twice counts
     once). It is the time of the machine and load that made them, as recorded then."""
-    total, seen = 0.0, set()
+    return stored_cost(jobs, root)["seconds"]
+
+
+def stored_cost(jobs: Sequence[tuple[object, Sequence[int]]], root: str | Path) -> dict:
+    """Computing time of the stored runs of ``jobs`` and the machines that made them.
+
+    ``jobs`` are (spec, seeds) pairs of transformer runs or of stored computations (anything
+    with ``store(root)``). Returns ``{"seconds": float, "runs": int, "machines": [text, ...]}``:
+    the wall time of every chunk shared by its runs and summed (a configuration listed twice
+    counts once), and each distinct machine in words (:func:`markovformer.artifacts.machine_text`;
+    runs stored before machines were recorded say so)."""
+    from ..artifacts import machine_text
+
+    total, seen, machines = 0.0, set(), []
     for spec, seeds in jobs:
         store = spec.store(root)
         for s in seeds:
@@ -286,8 +300,14 @@ def stored_training_seconds(
                 continue
             seen.add((store.dir, int(s)))
             info = store.info(s)
-            total += float(info["batch_wall_seconds"]) / int(info["runs_in_batch"])
-    return total
+            if "batch_wall_seconds" in info:
+                total += float(info["batch_wall_seconds"]) / int(info["runs_in_batch"])
+            elif "chunk_wall_seconds" in info:
+                total += float(info["chunk_wall_seconds"]) / int(info.get("runs_in_chunk", 1))
+            text = machine_text(info.get("versions", {}))
+            if text not in machines:
+                machines.append(text)
+    return {"seconds": total, "runs": len(seen), "machines": machines}
 
 
 def seed_list(n: int | None, default: int) -> list[int]:
