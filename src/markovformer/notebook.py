@@ -106,5 +106,9 @@ def elapsed() -> float:
 
 def glue_runtime(name: str = "runtime", step: float = 5.0) -> None:
     """Glue the chapter's running time so far, rounded up to ``step`` seconds, for its first
-    paragraph ("Running time: ... s, measured when this page was built")."""
+    paragraph ("Running time: ... s, measured when this page was built"), and the machine it
+    was measured on under ``<name>_machine`` (e.g. "AMD EPYC, 2 cores, AVX512 kernels")."""
+    from .artifacts import machine_text
+
     glue(name, int(step * np.ceil(elapsed() / step)))
+    glue(f"{name}_machine", machine_text())
