@@ -8,19 +8,22 @@ configuration), and asking for more seeds only computes the new ones.
 
 :func:`run_specs` computes whatever is missing for a list of (spec, seeds), batching runs that
 share everything but their binary chain into one :func:`markovformer.train.train` call (a (p, q)
-grid trains as one batched program), in chunks that are stored as soon as they finish.
+grid trains as one batched program), in chunks that are stored as soon as they finish, in this
+process or on a Dask cluster (a local one of ``workers`` processes, or any cluster by address).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import ArtifactError, ArtifactStore
+from ..artifacts import ArtifactError, ArtifactStore, RootLock
 from ..icl import RandomChains
 from ..markov import chain_from_spec
 from ..model import TransformerConfig
@@ -29,6 +32,8 @@ from ..train import TrainConfig, resolve_device, train
 __all__ = [
     "RunSpec",
     "run_specs",
+    "plan_runs",
+    "chunk_bytes",
     "load_specs",
     "Experiment",
     "register",
@@ -141,6 +146,66 @@ def _record_for(result, i: int, spec: RunSpec) -> dict[str, np.ndarray]:
     return rec
 
 
+#: Upper bounds that catch a typo before anything is allocated (``--seeds 99999999999``).
+MAX_SEEDS = 1_000_000
+MAX_STEPS = 10_000_000
+
+
+def plan_runs(
+    jobs: Sequence[tuple[RunSpec, Sequence[int]]],
+    root: str | Path,
+    chunk_size: int,
+) -> list[list[tuple[RunSpec, int]]]:
+    """The chunks of missing runs: (spec, seed) pairs grouped by :meth:`RunSpec.batch_key`, at
+    most ``chunk_size`` per chunk, in a fixed order. A run counts as present only if its stored
+    file is intact (a listed but missing or corrupt seed is planned again)."""
+    todo: dict[str, dict[tuple[str, int], tuple[RunSpec, int]]] = {}
+    for spec, seeds in jobs:
+        store = spec.store(root)
+        have = set(store.valid_seeds())
+        for s in seeds:
+            if int(s) not in have:  # the same (spec, seed) asked twice runs once
+                todo.setdefault(spec.batch_key(), {})[(store.hash, int(s))] = (spec, int(s))
+    chunks = []
+    for group in todo.values():
+        pairs = list(group.values())
+        chunks += [pairs[i : i + chunk_size] for i in range(0, len(pairs), chunk_size)]
+    return chunks
+
+
+def chunk_bytes(spec: RunSpec, n_runs: int) -> int:
+    """A generous estimate of the memory one chunk of ``n_runs`` runs of ``spec`` needs: the
+    logged curves, probes and snapshots, and the activations of one training step."""
+    m, t = spec.model, spec.train
+    S, N, B, d, L = m.n_states, m.seq_len, t.batch_size, m.d, m.depth
+    curves = 8 * t.steps * 6
+    probes = 8 * len(t.probe_steps) * S * N * max(S - 1, 1)
+    per_step = 4 * B * N * (N * m.n_heads + d * (4 + 2 * m.mlp_ratio)) * L * 3
+    params = 4 * (N * d + L * d * d * (4 + 2 * m.mlp_ratio) + 2 * S * d)
+    snaps = params * len(t.snapshot_steps)
+    return int(n_runs * (curves + probes + per_step + snaps + 8 * params))
+
+
+def _available_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_fits(chunks: Sequence[Sequence[tuple[RunSpec, int]]]) -> None:
+    """Refuse, before allocating anything, a chunk that cannot fit in this machine's memory."""
+    avail = _available_bytes()
+    for chunk in chunks:
+        need = chunk_bytes(chunk[0][0], len(chunk))
+        if need > 0.8 * avail:
+            raise ValueError(
+                f"a chunk of {len(chunk)} run(s) of {chunk[0][0].slug()} needs about "
+                f"{need / 2**30:.3g} GiB and this machine has {avail / 2**30:.3g} GiB; "
+                "lower --steps, --seeds or --chunk-size"
+            )
+
+
 def run_specs(
     jobs: Sequence[tuple[RunSpec, Sequence[int]]],
     root: str | Path,
@@ -150,78 +215,124 @@ def run_specs(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     workers: int = 1,
+    client=None,
+    scheduler: str | None = None,
 ) -> list[dict[int, dict[str, np.ndarray]]]:
     """Load or compute every (spec, seeds) job; returns, per job, {seed: record}.
 
     Missing runs are grouped by :meth:`RunSpec.batch_key` and trained in chunks of at most
-    ``chunk_size`` runs (default: 16 on CPU, 256 on CUDA); each chunk is stored when it ends.
-    With ``workers > 1`` on CPU, chunks train in that many worker processes at once, each on one
-    torch thread (chunks never share a result directory, and a run's result does not depend on
-    where it was trained); the longest chunks start first.
+    ``chunk_size`` runs (default: 16 on CPU, 256 on CUDA); each chunk is stored when it ends, so
+    an interrupted call loses only the chunks in flight. On CPU every run trains on one torch
+    thread, so its bits do not depend on where, with what or how many others it was trained: a
+    run trained in a chunk of 1 or of 16, in this process or in a worker, on this machine's kind
+    of CPU and torch build, is the same array.
+
+    Where the chunks train: in this process (``workers=1``, no ``client``/``scheduler``); on a
+    Dask ``LocalCluster`` of ``workers`` single-threaded worker processes started for the call;
+    or on an existing Dask cluster (``client``, a :class:`distributed.Client`, or ``scheduler``,
+    its address, e.g. ``tcp://10.0.0.5:8786``; the environment variable
+    ``DASK_SCHEDULER_ADDRESS`` works too). Workers only compute and return arrays; this process
+    writes every artifact, so the workers need no shared file system, and a chunk whose worker
+    dies is recomputed by Dask without anything being written twice or half. The results root is
+    locked for the whole call (:class:`markovformer.artifacts.RootLock`): a second call on the
+    same root waits, then finds the runs done.
     """
     dev = resolve_device(device)
     chunk_size = chunk_size or (256 if dev.type == "cuda" else 16)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     say = log or (lambda msg: None)
-    todo: dict[str, dict[tuple[str, int], tuple[RunSpec, int]]] = {}
-    for spec, seeds in jobs:
-        store = spec.store(root)
-        have = set(store.seeds())
-        for s in seeds:
-            if int(s) not in have:  # the same (spec, seed) asked twice runs once
-                todo.setdefault(spec.batch_key(), {})[(store.hash, int(s))] = (spec, int(s))
-    total = sum(len(v) for v in todo.values())
-    if total:
-        say(f"{total} run(s) to compute in {len(todo)} group(s), chunks of <= {chunk_size}")
-    chunks = []
-    for group in todo.values():
-        pairs = list(group.values())
-        chunks += [pairs[i : i + chunk_size] for i in range(0, len(pairs), chunk_size)]
-    if workers > 1 and len(chunks) > 1 and dev.type == "cpu":
-        _train_in_processes(chunks, root, workers, say)
-    else:
-        for chunk in chunks:
-            say(f"training {len(chunk)} run(s): {chunk[0][0].slug()} ...")
-            for msg in _train_chunk(chunk, root, dev, progress):
-                say(msg)
+    scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    if not plan_runs(jobs, root, chunk_size):
+        return load_specs(jobs, root)
+    with RootLock(root, say):
+        chunks = plan_runs(jobs, root, chunk_size)  # again: a process we waited for made some
+        check_fits(chunks)
+        total = sum(len(c) for c in chunks)
+        if total:
+            say(f"{total} run(s) to compute in {len(chunks)} chunk(s) of <= {chunk_size}")
+        distributed = (
+            client is not None or scheduler is not None or (workers > 1 and len(chunks) > 1)
+        )
+        if distributed and dev.type == "cuda":
+            say("CUDA runs train in this process (one GPU); --workers and --scheduler are ignored")
+            distributed = False
+        if not chunks:
+            pass
+        elif distributed:
+            _train_on_dask(chunks, root, dev, workers, client, scheduler, say, progress)
+        else:
+            for chunk in chunks:
+                say(f"training {len(chunk)} run(s): {chunk[0][0].slug()} ...")
+                _store_chunk(chunk, root, _compute_chunk(chunk, dev.type, progress), say)
     return load_specs(jobs, root)
 
 
-def _train_chunk(chunk: list[tuple[RunSpec, int]], root, dev, progress: bool = False) -> list[str]:
-    """Train one chunk of runs that share everything but their seeds (and binary chains) in one
-    batched program, store every run, and return the messages about failed runs."""
-    spec0 = chunk[0][0]
-    chains = [data_from_spec(sp.chain) for sp, _ in chunk]
-    shared = chains[0] if spec0.chain["kind"] != "binary" else chains
-    result = train(
-        spec0.model,
-        spec0.train,
-        [s for _, s in chunk],
-        shared,
-        init=spec0.init,
-        init_kwargs=dict(spec0.init_kwargs),
-        model=spec0.build_model(len(chunk)),
-        device=dev,
-        progress=progress,
-    )
-    for j, (sp, seed) in enumerate(chunk):
-        info = {
-            "device": str(dev),
-            "runs_in_batch": len(chunk),
-            "batch_wall_seconds": round(result.wall_seconds, 3),
-        }
-        sp.store(root).save(seed, _record_for(result, j, sp), info)
-    return [
-        f"  run with seed {f['seed']} stopped at step {f['step']}: loss {f['loss']}"
-        for f in result.failures
-    ]
-
-
-def _one_thread() -> None:
+def torch_threads() -> int:
     import torch
 
-    torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
+@contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compute_chunk(chunk: list[tuple[RunSpec, int]], device: str, progress: bool = False) -> dict:
+    """Train one chunk of runs that share everything but their seeds (and binary chains) in one
+    batched program and return the records (nothing is written here: this runs on workers).
+
+    On CPU the chunk trains on one torch thread, and a chunk of one run trains beside a phantom
+    run (its seed + 2**31, discarded): with one run torch takes other code paths (a matrix-vector
+    product instead of a batched product) whose last bits differ from those of a batched run."""
+    dev = resolve_device(device)
+    spec0 = chunk[0][0]
+    seeds = [s for _, s in chunk]
+    chains = [data_from_spec(sp.chain) for sp, _ in chunk]
+    pad = dev.type == "cpu" and len(chunk) == 1
+    if pad:
+        seeds, chains = seeds + [seeds[0] + 2**31], chains + chains
+    shared = chains[0] if spec0.chain["kind"] != "binary" else chains
+    with _torch_threads(1) if dev.type == "cpu" else nullcontext():
+        result = train(
+            spec0.model,
+            spec0.train,
+            seeds,
+            shared,
+            init=spec0.init,
+            init_kwargs=dict(spec0.init_kwargs),
+            model=spec0.build_model(len(seeds)),
+            device=dev,
+            progress=progress,
+        )
+    info = {
+        "device": str(dev),
+        "runs_in_batch": len(chunk),
+        "batch_wall_seconds": round(result.wall_seconds, 3),
+        "torch_threads": 1 if dev.type == "cpu" else torch_threads(),
+        **({"phantom_runs": 1} if pad else {}),
+    }
+    return {
+        "records": [_record_for(result, j, sp) for j, (sp, _) in enumerate(chunk)],
+        "info": info,
+        "failures": [f for f in result.failures if not (pad and f["seed"] == seeds[-1])],
+    }
+
+
+def _store_chunk(chunk, root, out: dict, say: Callable[[str], None]) -> None:
+    """Write the records of one computed chunk (in this process, never on a worker)."""
+    for (sp, seed), rec in zip(chunk, out["records"], strict=True):
+        sp.store(root).save(seed, rec, out["info"])
+    for f in out["failures"]:
+        say(f"  run with seed {f['seed']} stopped at step {f['step']}: loss {f['loss']}")
 
 
 def _chunk_cost(chunk: list[tuple[RunSpec, int]]) -> float:
@@ -229,22 +340,53 @@ def _chunk_cost(chunk: list[tuple[RunSpec, int]]) -> float:
     return float(len(chunk) * t.steps * t.batch_size * m.seq_len * m.depth * m.d)
 
 
-def _train_in_processes(chunks, root, workers: int, say: Callable[[str], None]) -> None:
-    """Train chunks in ``workers`` spawned processes (one torch thread each), longest first."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _train_on_dask(chunks, root, dev, workers, client, scheduler, say, progress) -> None:
+    """Send the chunks to a Dask cluster (longest first) and store each as it completes."""
+    import logging
 
-    ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch threads
+    from distributed import Client, LocalCluster, as_completed
+
+    for name in ("distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     order = sorted(chunks, key=_chunk_cost, reverse=True)
-    say(f"training {len(order)} chunk(s) in {workers} worker processes ...")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_one_thread) as pool:
-        futures = {pool.submit(_train_chunk, c, root, "cpu"): c for c in order}
-        for fut in as_completed(futures):
-            chunk = futures[fut]
-            messages = fut.result()
-            say(f"trained {len(chunk)} run(s): {chunk[0][0].slug()}")
-            for msg in messages:
-                say(msg)
+    with ExitStack() as stack:
+        if client is None and scheduler is not None:
+            client = stack.enter_context(Client(scheduler, timeout="30s"))
+            say(f"training {len(order)} chunk(s) on the Dask cluster at {scheduler} ...")
+        elif client is None:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR, death_timeout=30,
+                )
+            )  # fmt: skip
+            client = stack.enter_context(Client(cluster))
+            say(f"training {len(order)} chunk(s) on {workers} local worker processes ...")
+        futures = {
+            client.submit(_compute_chunk, c, dev.type, pure=False, retries=2): c for c in order
+        }
+        bar = _chunk_bar(sum(len(c) for c in order), progress)
+        try:
+            for fut in as_completed(futures):
+                chunk = futures[fut]
+                _store_chunk(chunk, root, fut.result(), say)
+                if bar is not None:
+                    bar.update(len(chunk))
+                else:
+                    say(f"stored {len(chunk)} run(s): {chunk[0][0].slug()}")
+        finally:
+            for fut in futures:
+                fut.cancel()
+            if bar is not None:
+                bar.close()
+
+
+def _chunk_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="run", desc="runs stored", mininterval=1.0, dynamic_ncols=True)
 
 
 def data_from_spec(spec: dict):
@@ -348,6 +490,9 @@ class Experiment:
     default_seeds: int
     summary: Callable[[list, list], dict] | None = None
     chapter: str = ""
+    #: ``markovformer verify``: the largest deviation of a loss curve (nats) between a stored run
+    #: and the same run trained again; None: the curves are chaotic, only the report is compared
+    verify_atol: float | None = 1e-3
 
     def load(self, root: str | Path, n_seeds: int | None = None, steps: int | None = None):
         jobs = self.jobs(n_seeds, steps)
