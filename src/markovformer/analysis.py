@@ -14,7 +14,8 @@ Escape is an event in time, and a run that has not escaped by its last step T is
 at T: its escape step is only known to be > T. Statistics of escape steps must therefore not be
 taken over the escaped runs alone (that biases them low); :func:`kaplan_meier` estimates the
 fraction still on the plateau against the step with pointwise confidence bands, and reads the
-median escape step, with its interval, off that curve (it may be "> T").
+median escape step, with its interval, off that curve (it may be "> T"); :func:`logrank`
+compares the escape steps of two groups of runs, censored ones included.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = [
     "Survival",
     "kaplan_meier",
     "plateau_survival",
+    "LogRank",
+    "logrank",
 ]
 
 
@@ -230,3 +233,63 @@ def plateau_survival(curves: np.ndarray, unigram: float, rate: float, **kw) -> S
     """:func:`kaplan_meier` of the escape steps of training curves (rows)."""
     times, observed = escape_times(curves, unigram, rate)
     return kaplan_meier(times, observed, horizon=np.atleast_2d(curves).shape[1], **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing two groups of censored escape steps
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogRank:
+    """The log-rank test of two groups of right-censored times.
+
+    ``statistic`` Z = (O_a - E_a) / sqrt(V): O_a the escapes observed in group a, E_a those
+    expected under the null hypothesis (both groups escape at the same rate: at every escape
+    step, the escapes are shared in proportion to the runs still at risk), V its
+    hypergeometric variance. Z > 0: group a escapes earlier than group b. ``pvalue``: two-sided,
+    from Z^2 ~ chi-square(1); 1 when V = 0 (no escape, or nothing to tell the groups apart).
+    """
+
+    statistic: float
+    pvalue: float
+    observed_a: int
+    expected_a: float
+    events: int
+
+
+def logrank(
+    times_a: np.ndarray, observed_a: np.ndarray, times_b: np.ndarray, observed_b: np.ndarray
+) -> LogRank:
+    """Log-rank test (Mantel 1966; scipy.stats.logrank) of two groups of escape steps (see
+    :func:`escape_times`: a step and True, or the censoring step and False)."""
+    from scipy import stats
+
+    groups = []
+    for t, o in ((times_a, observed_a), (times_b, observed_b)):
+        t, o = np.asarray(t, dtype=float), np.asarray(o, dtype=bool)
+        if t.ndim != 1 or t.shape != o.shape or t.size == 0:
+            raise ValueError(f"times and observed must be non-empty 1-D arrays of one shape, got "
+                             f"{t.shape} and {o.shape}")  # fmt: skip
+        groups.append((t, o))
+    (ta, oa), (tb, ob) = groups
+    events = int(oa.sum() + ob.sum())
+    # expected escapes of group a under the null hypothesis (what scipy's statistic compares)
+    times = np.unique(np.concatenate([ta[oa], tb[ob]]))
+    at_risk_a = (ta[None, :] >= times[:, None]).sum(1)
+    at_risk = at_risk_a + (tb[None, :] >= times[:, None]).sum(1)
+    d = (ta[oa][None, :] == times[:, None]).sum(1) + (tb[ob][None, :] == times[:, None]).sum(1)
+    if events == 0:
+        return LogRank(0.0, 1.0, 0, 0.0, 0)
+    share = at_risk_a / at_risk
+    expected = float(np.sum(d * share))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tie = np.where(at_risk > 1, (at_risk - d) / np.maximum(at_risk - 1, 1), 0.0)
+    variance = float(np.sum(d * share * (1 - share) * tie))
+    if variance <= 0:  # e.g. every escape at one step, where both groups are all at risk
+        return LogRank(0.0, 1.0, int(oa.sum()), expected, events)
+    res = stats.logrank(
+        stats.CensoredData(uncensored=ta[oa], right=ta[~oa]),
+        stats.CensoredData(uncensored=tb[ob], right=tb[~ob]),
+    )
+    return LogRank(float(res.statistic), float(res.pvalue), int(oa.sum()), expected, events)

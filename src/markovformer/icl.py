@@ -66,6 +66,11 @@ __all__ = [
     "model_log_probs",
     "InContextSource",
     "MAX_PAIRS",
+    "SINKHORN_TOL",
+    "sinkhorn",
+    "DoublyStochasticChains",
+    "PRIORS",
+    "posterior_predictive_mc",
 ]
 
 #: the largest S^(k+1) (contexts times symbols) the counting predictors accept
@@ -220,9 +225,14 @@ class RandomChains:
 
     @classmethod
     def from_spec(cls, spec: dict) -> RandomChains:
+        """The prior of a spec: Dirichlet rows, or the prior named by ``spec["prior"]``
+        (``"doubly-stochastic"``: :class:`DoublyStochasticChains`)."""
         if not isinstance(spec, dict) or spec.get("kind") != "random":
             raise ValueError(f"not a random-chain spec: {spec!r}")
-        return cls(spec["S"], spec["k"], spec["alpha"])
+        name = spec.get("prior", "dirichlet")
+        if name not in PRIORS:
+            raise ValueError(f"unknown prior {name!r} in {spec!r}; known: {sorted(PRIORS)}")
+        return PRIORS[name](spec["S"], spec["k"], spec["alpha"])
 
     def draw_kernels(
         self, batch: int, generator: torch.Generator | None = None, device=None
@@ -255,6 +265,133 @@ class RandomChains:
 
     def __repr__(self) -> str:
         return f"RandomChains(S={self.n_states}, k={self.order}, alpha={self.alpha:g})"
+
+
+#: the tolerance of :func:`sinkhorn`: every row and column sum within this of 1
+SINKHORN_TOL = 1e-10
+
+
+def sinkhorn(
+    matrices: torch.Tensor, tol: float = SINKHORN_TOL, max_iter: int = 100_000, check_every: int = 8
+) -> torch.Tensor:
+    """Sinkhorn-Knopp: alternate row and column normalisation of positive square matrices
+    ``(..., S, S)`` until every row and every column sums to 1 within ``tol`` (float64).
+
+    Each round divides the rows by their sums, then the columns by theirs; the loop stops after
+    a row normalisation whose column sums are all within ``tol`` of 1 (the rows are then exact
+    to rounding). For a matrix with positive entries the iteration converges linearly (Sinkhorn,
+    1964) to the unique doubly stochastic matrix D1 M D2 with positive diagonal D1, D2.
+    """
+    if matrices.ndim < 2 or matrices.shape[-1] != matrices.shape[-2]:
+        raise ValueError(f"sinkhorn needs square matrices (..., S, S), got {tuple(matrices.shape)}")
+    P = matrices.to(torch.float64)
+    if not bool((P > 0).all()):
+        raise ValueError("sinkhorn needs matrices with positive entries")
+    for it in range(max_iter):
+        P = P / P.sum(-1, keepdim=True)
+        col = P.sum(-2, keepdim=True)
+        if (it + 1) % check_every == 0 and float((col - 1).abs().max()) <= tol:
+            return P
+        P = P / col
+    raise RuntimeError(f"sinkhorn did not reach {tol:g} in {max_iter} rounds")
+
+
+class DoublyStochasticChains(RandomChains):
+    """A prior over doubly stochastic first-order kernels (SPEC section 7.1): draw a matrix with
+    i.i.d. Dirichlet(alpha 1_S) rows, as :class:`RandomChains`, and Sinkhorn-normalise it
+    (:func:`sinkhorn`, rows and columns within 1e-10 of 1).
+
+    Every column of a doubly stochastic kernel sums to 1, so the uniform law is stationary for
+    every drawn chain: the frequency of each symbol carries no information about the chain, and
+    the in-context unigram strategy is no better than the uniform prediction. The posterior
+    predictive is *not* the add-alpha estimator (the rows are no longer independent a priori);
+    :func:`posterior_predictive_mc` estimates it.
+    """
+
+    def __init__(self, n_states: int, order: int = 1, alpha: float = 1.0) -> None:
+        super().__init__(n_states, order, alpha)
+        if self.order != 1:
+            raise ValueError(f"a doubly stochastic kernel is square: order (k) must be 1, "
+                             f"got {order!r}")  # fmt: skip
+
+    def spec(self) -> dict:
+        return {**super().spec(), "prior": "doubly-stochastic"}
+
+    def draw_kernels(
+        self, batch: int, generator: torch.Generator | None = None, device=None
+    ) -> torch.Tensor:
+        """``batch`` doubly stochastic kernels, float64 ``(batch, S, S)``."""
+        return sinkhorn(super().draw_kernels(batch, generator, device))
+
+    def __repr__(self) -> str:
+        return f"DoublyStochasticChains(S={self.n_states}, alpha={self.alpha:g})"
+
+
+#: the priors a random-chain spec may name (``spec["prior"]``; absent: "dirichlet")
+PRIORS = {"dirichlet": RandomChains, "doubly-stochastic": DoublyStochasticChains}
+
+
+def _transition_counts(x: torch.Tensor, n_states: int, order: int) -> torch.Tensor:
+    """Counts of (context, symbol) pairs among the transitions into positions <= n, for every n:
+    ``x.shape + (S^k * S,)`` float64 (as inside :func:`ngram_predictor`)."""
+    S, k = n_states, order
+    ctx = context_index(x, S, k)
+    pair = torch.full_like(x, -1)
+    N = x.shape[-1]
+    if k == 0:
+        pair = x.clone()
+    elif N > k:
+        pair[..., k:] = ctx[..., k - 1 : N - 1] * S + x[..., k:]
+    onehot = torch.zeros(*x.shape, S**k * S, dtype=torch.float64, device=x.device)
+    valid = pair >= 0
+    onehot.scatter_(-1, pair.clamp(min=0).unsqueeze(-1), valid.unsqueeze(-1).to(torch.float64))
+    return onehot.cumsum(-2)
+
+
+@torch.no_grad()
+def posterior_predictive_mc(
+    prior: RandomChains, x: torch.Tensor, positions: Sequence[int], n_draws: int = 200_000,
+    seed: int = 0, chunk: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Monte-Carlo posterior predictive of any prior over kernels, by self-normalised importance
+    sampling from the prior itself.
+
+    ``n_draws`` kernels K_1..K_M are drawn once from ``prior`` (the "posterior-mc" stream of
+    ``seed``) and shared by every query. For sequence b of ``x`` (B, N) and position n in
+    ``positions``, kernel m gets the weight w_m ~ prod_(s, j) K_m[s, j]^c(s, j), the likelihood
+    of the transitions in x_0..x_n (the start law does not depend on the kernel), and the
+    estimate of Pr(x_{n+1} = . | x_0..x_n) is sum_m w_m K_m[s_n, .] / sum_m w_m. Returns
+    (predictions ``(B, P, S)``, effective sample sizes ``(B, P)`` = 1 / sum_m w_m^2 for the
+    normalised weights). For the Dirichlet prior the exact answer is :func:`ngram_predictor`
+    (the tests compare them).
+    """
+    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 2:
+        raise ValueError(f"n_draws must be an integer >= 2, got {n_draws!r}")
+    S, k = prior.n_states, prior.order
+    x = x.long()
+    B, N = x.shape
+    pos = torch.as_tensor(list(positions), dtype=torch.long)
+    if pos.numel() == 0 or int(pos.min()) < max(k - 1, 0) or int(pos.max()) >= N:
+        raise ValueError(f"positions must lie in [{max(k - 1, 0)}, {N - 1}], got {list(positions)}")
+    kernels = prior.draw_kernels(n_draws, make_generator(seed, "posterior-mc"))  # (M, C, S)
+    logk = torch.log(kernels.clamp_min(1e-300)).reshape(n_draws, -1)  # (M, C*S)
+    counts = _transition_counts(x, S, k)[:, pos]  # (B, P, C*S)
+    ctx = context_index(x, S, k)[:, pos]  # (B, P)
+    q_counts = counts.reshape(-1, counts.shape[-1])
+    q_ctx = ctx.reshape(-1)
+    preds, ess = [], []
+    for i in range(0, q_counts.shape[0], chunk):
+        logw = q_counts[i : i + chunk] @ logk.T  # (Q, M)
+        w = torch.softmax(logw, -1)
+        c = q_ctx[i : i + chunk]
+        pred = torch.empty(len(c), S, dtype=torch.float64)
+        for ctx_value in c.unique().tolist():  # the rows of each query's context
+            sel = c == ctx_value
+            pred[sel] = w[sel] @ kernels[:, ctx_value]
+        preds.append(pred)
+        ess.append(1.0 / (w * w).sum(-1))
+    P = len(pos)
+    return torch.cat(preds).reshape(B, P, S), torch.cat(ess).reshape(B, P)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,6 +38,14 @@ __all__ = [
     "GUIDELINE_W",
     "RESIDUAL_STYLES",
     "residual_std",
+    "planted_",
+    "layer_one_margin",
+    "positional_kernel",
+    "planted_code",
+    "planted_rotation",
+    "planted_basis",
+    "PLANTED_THETA",
+    "PLANTED_WEIGHT",
 ]
 
 #: the guideline's default point: in the global basin for p + q > 1 (w < -1/sqrt 2), far from the
@@ -219,11 +227,199 @@ def authors_good_(
         model.bias[r] = 0.0
 
 
+# --------------------------------------------------------------------------------------------
+# A previous-token head planted in layer 1 (chapter 9, SPEC section 7.1)
+# --------------------------------------------------------------------------------------------
+
+#: The planted positional code: F = 6 frequencies theta_f (radians per position) and weights a_f
+#: (summing to 1). Chosen once, numerically, so that the kernel K(delta) = sum_f a_f
+#: cos(theta_f delta) of :func:`positional_kernel` (K(0) = 1) stays below 0.36 for
+#: 1 <= |delta| <= 98 and is below its mean there at |delta| = 1 and 2 (a head planted on
+#: offset 2 does not favour offset 1, nor one on offset 1 offset 2); the tests check both.
+PLANTED_THETA = (2.1285, 2.2945, 1.088, 2.7697, 1.4345, 2.2352)
+PLANTED_WEIGHT = (0.2207, 0.1249, 0.1951, 0.1477, 0.161, 0.1506)
+_LN_EPS = 1e-5  # torch.nn.functional.layer_norm's default, as in MarkovTransformer
+
+
+def positional_kernel(delta, n_freq: int = len(PLANTED_THETA)) -> np.ndarray:
+    """K(delta) = sum_f a_f cos(theta_f delta) / sum_f a_f over the first ``n_freq``
+    frequencies: the inner product z_n . z_(n - delta) of the planted code (K(0) = 1)."""
+    th = np.asarray(PLANTED_THETA[:n_freq])
+    a = np.asarray(PLANTED_WEIGHT[:n_freq])
+    d = np.asarray(delta, dtype=float)
+    return (np.cos(d[..., None] * th) * a).sum(-1) / a.sum()
+
+
+def planted_code(n_positions: int, n_freq: int = len(PLANTED_THETA)) -> np.ndarray:
+    """The unit-norm code z_n (``(N, 2F)``, float64): sqrt(a_f) (cos theta_f n, sin theta_f n)
+    for each frequency, with weights normalised to sum 1, so z_n . z_i = K(n - i)."""
+    th = np.asarray(PLANTED_THETA[:n_freq])
+    a = np.asarray(PLANTED_WEIGHT[:n_freq]) / sum(PLANTED_WEIGHT[:n_freq])
+    ang = np.arange(n_positions)[:, None] * th
+    z = np.stack([np.cos(ang), np.sin(ang)], -1) * np.sqrt(a)[:, None]  # (N, F, 2)
+    return z.reshape(n_positions, 2 * n_freq)
+
+
+def planted_rotation(offset: int, n_freq: int = len(PLANTED_THETA)) -> np.ndarray:
+    """Block-diagonal R (2F x 2F) rotating each frequency pair by offset * theta_f, so that
+    R z_i = z_(i + offset) and z_n . R z_i = K(n - i - offset)."""
+    R = np.zeros((2 * n_freq, 2 * n_freq))
+    for f, th in enumerate(PLANTED_THETA[:n_freq]):
+        c, s = math.cos(offset * th), math.sin(offset * th)
+        R[2 * f : 2 * f + 2, 2 * f : 2 * f + 2] = [[c, -s], [s, c]]
+    return R
+
+
+def planted_basis(tokens: np.ndarray, n_dims: int) -> np.ndarray:
+    """``n_dims`` orthonormal columns (d x n_dims, float64) orthogonal to the all-ones vector
+    and to every token vector (rows of ``tokens``), by Gram-Schmidt over the standard basis.
+
+    Layer norm subtracts each vector's mean (its component along the ones), and keys built from
+    a code orthogonal to the tokens cannot tell symbols apart: the planted head is positional.
+    """
+    tokens = np.atleast_2d(np.asarray(tokens, dtype=np.float64))
+    d = tokens.shape[-1]
+    basis: list[np.ndarray] = []
+
+    def add(v: np.ndarray) -> bool:
+        for b in basis:
+            v = v - (v @ b) * b
+        for b in basis:  # twice is enough (Kahan-Parlett)
+            v = v - (v @ b) * b
+        n = np.linalg.norm(v)
+        if n > 1e-8:
+            basis.append(v / n)
+            return True
+        return False
+
+    fixed = [np.ones(d)] + [t for t in tokens if np.linalg.norm(t) > 0]
+    for v in fixed:
+        add(v)
+    k0 = len(basis)
+    for j in range(d):
+        if len(basis) - k0 == n_dims:
+            break
+        add(np.eye(d)[j])
+    out = basis[k0:]
+    if len(out) < n_dims:
+        raise ValueError(f"only {len(out)} dimensions are orthogonal to the ones and the tokens; "
+                         f"{n_dims} needed")  # fmt: skip
+    return np.stack(out, 1)
+
+
+def _token_vectors(model: MarkovTransformer, r: int) -> np.ndarray:
+    """The embedding of every symbol of run r (``(S, d)``; binary: 0 and e)."""
+    e = model.emb[r].detach().double().numpy()
+    return np.stack([np.zeros_like(e), e]) if model.config.binary else e
+
+
+def _planted_scale(tokens: np.ndarray, c: float, d: int, layer_norm: bool, margin: float,
+                   offset: int, n_positions: int, n_freq: int) -> float:  # fmt: skip
+    """s such that the planted logits s^2 c^2 K(n - i - offset) / (sqrt(d) sigma_a sigma_b)
+    have, averaged over queries n >= offset and over pairs of symbols, the margin ``margin``
+    between the target key and its strongest rival (sigma_a: layer norm's scale of a position
+    holding symbol a, the same at every position because the code is orthogonal to the ones and
+    the tokens)."""
+    if margin == 0:
+        return 0.0
+    if layer_norm:
+        sig = np.sqrt(tokens.var(-1) + c * c / d + _LN_EPS)  # population variance, as LN
+    else:
+        sig = np.ones(len(tokens))
+    kappa = float(np.mean(1.0 / np.outer(sig, sig)))
+    gaps = []
+    for n in range(offset, n_positions):
+        deltas = np.array([n - offset - i for i in range(n + 1) if i != n - offset])
+        gaps.append(1.0 - positional_kernel(deltas, n_freq).max())
+    return math.sqrt(margin * math.sqrt(d) / (c * c * kappa * float(np.mean(gaps))))
+
+
+@torch.no_grad()
+def planted_(
+    model: MarkovTransformer, seeds: Sequence[int], margin: float = 1.0, offset: int = 1,
+    std: float = 0.02, residual: str = "gpt2",
+) -> None:  # fmt: skip
+    """The default Gaussian init (:func:`gaussian_`, same draws) with a previous-token head
+    planted in layer 1 through its weights only (SPEC section 7.1):
+
+    * the learned positions become a code p_n = c U z_n (:func:`planted_code`), of the norm
+      c = std sqrt(d) that a Gaussian position row has on average, in a 2F-dimensional subspace U
+      orthogonal to the ones and to every token (:func:`planted_basis`);
+    * layer 1's W_Q and W_K get s U U^T and s U R U^T added (R: :func:`planted_rotation` by
+      ``offset``), so that their logits gain s^2 c^2 K(n - i - offset) / (sqrt(d) sigma_a
+      sigma_b), largest at key i = n - offset, with s set so that the margin of that key over
+      its strongest rival is ``margin`` on average (:func:`_planted_scale`).
+
+    Nothing is added to the model (no mask, no bias): training is free to undo the head.
+    ``margin = 0`` gives the code in the positions and the Gaussian W_Q, W_K (the control of
+    the positions); ``offset = 2`` plants the head on the wrong key.
+    """
+    cfg = model.config
+    if cfg.n_heads != 1:
+        raise ValueError(f"the planted head needs one head per layer, got n_heads={cfg.n_heads}")
+    if not (math.isfinite(float(margin)) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 1 <= offset < cfg.seq_len:
+        raise ValueError(f"offset must be an integer in [1, {cfg.seq_len - 1}], got {offset!r}")
+    gaussian_(model, seeds, std=std, residual=residual)
+    d, N = cfg.d, cfg.seq_len
+    n_tok = cfg.n_states if not cfg.binary else 1
+    F = min(len(PLANTED_THETA), (d - 1 - n_tok) // 2)
+    if F < 1:
+        raise ValueError(f"d = {d} leaves no room for a planted code beside {n_tok} token(s)")
+    c = std * math.sqrt(d)
+    z, R = planted_code(N, F), planted_rotation(offset, F)
+    for r, seed in enumerate(seeds):
+        tokens = _token_vectors(model, r)
+        U = planted_basis(tokens, 2 * F)
+        model.pos[r] = torch.from_numpy(c * z @ U.T)
+        s = _planted_scale(tokens, c, d, cfg.layer_norm, float(margin), offset, N, F)
+        wq0, wk0 = model.wq[r, 0].double(), model.wk[r, 0].double()
+        pq, pk = torch.from_numpy(U @ U.T), torch.from_numpy(U @ R @ U.T)
+        if margin > 0:  # the symbols' layer-norm scales differ and the Gaussian part adds to
+            # the rivals' logits: correct s on uniform random symbols (the "planted" stream)
+            x = torch.randint(model.config.n_states, (CALIBRATION_BATCH, N),
+                              generator=make_generator(seed, "planted"))  # fmt: skip
+            for _ in range(4):
+                got = layer_one_margin(model, r, wq0 + s * pq, wk0 + s * pk, x, offset)
+                s *= math.sqrt(margin / got)
+        model.wq[r, 0] = (wq0 + s * pq).to(model.wq.dtype)
+        model.wk[r, 0] = (wk0 + s * pk).to(model.wk.dtype)
+
+
+#: sequences of uniform random symbols on which :func:`planted_` measures its margin
+CALIBRATION_BATCH = 64
+
+
+@torch.no_grad()
+def layer_one_margin(model: MarkovTransformer, r: int, wq: torch.Tensor, wk: torch.Tensor,
+                     x: torch.Tensor, offset: int = 1) -> float:  # fmt: skip
+    """Mean over queries n >= offset and sequences of the margin of layer 1's logits on key
+    n - offset (:func:`markovformer.interp.offset_margins`), for run ``r`` of ``model`` with
+    the query and key matrices ``wq``, ``wk``, computed in float64 as the model does on the
+    symbols ``x`` ``(B, N)``."""
+    from .interp import offset_margins
+
+    cfg = model.config
+    pos = model.pos[r, : x.shape[-1]].double()
+    if cfg.binary:
+        h = x.double().unsqueeze(-1) * model.emb[r].double() + pos
+    else:
+        h = model.emb[r].double()[x] + pos
+    src = torch.nn.functional.layer_norm(h, h.shape[-1:]) if cfg.layer_norm else h
+    q, k = src @ wq.T, src @ wk.T
+    scores = q @ k.transpose(-1, -2) / math.sqrt(cfg.d)
+    N = x.shape[-1]
+    scores = scores.masked_fill(~torch.ones(N, N, dtype=torch.bool).tril(), float("-inf"))
+    return float(offset_margins(scores.softmax(-1), offset).mean())
+
+
 INITIALISERS = {
     "gaussian": gaussian_,
     "rank_one": rank_one_,
     "guideline": guideline_,
     "authors_good": authors_good_,
+    "planted": planted_,
 }
 
 

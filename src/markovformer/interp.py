@@ -30,6 +30,7 @@ __all__ = [
     "induction_targets",
     "induction_score",
     "uniform_attention",
+    "offset_margins",
 ]
 
 
@@ -109,3 +110,25 @@ def uniform_attention(n: int, dtype: torch.dtype = torch.float64) -> torch.Tenso
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     m = torch.ones(n, n, dtype=dtype).tril()
     return m / m.sum(-1, keepdim=True)
+
+
+def offset_margins(att: torch.Tensor, offset: int = 1) -> torch.Tensor:
+    """Logit margin of a head on the key ``offset`` positions back: at every query n >= offset,
+    ln att[n, n - offset] - max over the other visible keys i <= n of ln att[n, i].
+
+    The softmax leaves differences of logits unchanged, so this is the margin of the head's own
+    attention logits (scores) on the target key over its strongest competitor: > 0 when the head
+    prefers the target, m when the target's logit exceeds every other by m. Returns
+    ``att.shape[:-2] + (N - offset,)`` for queries n = offset..N-1.
+    """
+    N = _check_square(att)
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 1 <= offset < N:
+        raise ValueError(f"offset must be an integer in [1, {N - 1}], got {offset!r}")
+    logs = torch.log(att.to(torch.float64).clamp_min(1e-300))
+    n = torch.arange(offset, N, device=att.device)
+    target = logs[..., n, n - offset]
+    keys = torch.arange(N, device=att.device)
+    visible = keys[None, :] <= n[:, None]  # (N - offset, N)
+    other = visible & (keys[None, :] != (n - offset)[:, None])
+    rival = logs[..., n, :].masked_fill(~other, float("-inf")).amax(-1)
+    return target - rival

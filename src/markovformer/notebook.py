@@ -11,10 +11,35 @@ import torch
 
 from .claims import Claim
 
-__all__ = ["setup", "glue", "rounded", "check", "check_claims", "in_ci", "elapsed", "glue_runtime"]
+__all__ = [
+    "setup",
+    "glue",
+    "rounded",
+    "check",
+    "check_claims",
+    "in_ci",
+    "elapsed",
+    "glue_runtime",
+    "figure_text",
+    "figure_png",
+    "PNG_TEXT_KEY",
+    "FIGURE_DPI",
+    "FONT_SIZE",
+    "COLUMN_INCHES",
+]
 
 #: when this module was first imported: in a chapter, right after the kernel started
 _START = time.perf_counter()
+
+#: The book's static figures are drawn for the width they are shown at. The text column is 676 px
+#: wide at a 1280-px window; a figure up to :data:`COLUMN_INCHES` wide at :data:`FIGURE_DPI` is
+#: shown at its natural size there, so text of :data:`FONT_SIZE` points renders at
+#: ``FONT_SIZE * FIGURE_DPI / 72`` px (12.5 px; the browser test asks for at least 11 px).
+FIGURE_DPI = 90
+FONT_SIZE = 9
+COLUMN_INCHES = 7.5
+#: the PNG text chunk in which every figure records its smallest font size and its dpi
+PNG_TEXT_KEY = "markovformer:text"
 
 
 def in_ci() -> bool:
@@ -39,15 +64,62 @@ def setup(seed: int = 0, threads: int | None = 1) -> None:
         torch.set_num_threads(threads)
     mpl.rcParams.update(
         {
-            "figure.dpi": 90,
-            "savefig.dpi": 90,
+            "figure.dpi": FIGURE_DPI,
+            "savefig.dpi": FIGURE_DPI,
             "axes.spines.top": False,
             "axes.spines.right": False,
-            "axes.titlesize": 10,
-            "font.size": 9,
+            "axes.titlesize": FONT_SIZE,
+            "font.size": FONT_SIZE,
+            "axes.labelsize": FONT_SIZE,
+            "xtick.labelsize": FONT_SIZE,
+            "ytick.labelsize": FONT_SIZE,
+            "legend.fontsize": FONT_SIZE,
             "legend.frameon": False,
         }
     )
+    _record_text_sizes()
+
+
+def figure_text(fig) -> dict:
+    """``{"pt": the smallest font size of any text the figure draws, "dpi": its dpi}``.
+
+    The figure is drawn first, so that tick labels exist; empty and invisible texts do not count.
+    """
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    sizes = [
+        t.get_fontsize()
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and t.get_alpha() != 0
+    ]
+    return {"pt": round(float(min(sizes, default=FONT_SIZE)), 2), "dpi": float(fig.dpi)}
+
+
+def figure_png(fig, base64: bool = True):
+    """The figure as the notebook shows it (a tight PNG at the figure's dpi), with its
+    :func:`figure_text` record in the PNG's text chunk :data:`PNG_TEXT_KEY`; the browser test
+    computes from it the size the figure's smallest text renders at in the book."""
+    import json
+
+    from IPython.core.pylabtools import print_figure
+
+    record = json.dumps(figure_text(fig), sort_keys=True)
+    return print_figure(fig, "png", base64=base64, metadata={PNG_TEXT_KEY: record})
+
+
+def _record_text_sizes() -> None:
+    """In a Jupyter kernel: show matplotlib figures through :func:`figure_png`."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    from matplotlib.figure import Figure
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
 
 
 def rounded(value, sig: int = 6):

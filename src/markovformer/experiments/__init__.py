@@ -4,7 +4,7 @@
 draws the figure. Chapters call ``get(ID).load(root)`` on the committed artifacts.
 """
 
-from . import awm, gdd, guide, icl, l2g, ntp  # noqa: F401  (registers the experiments)
+from . import awm, gdd, guide, icl, l2g, ntp, plateau  # noqa: F401  (registers the experiments)
 from .base import (
     Experiment,
     RunSpec,

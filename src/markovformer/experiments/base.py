@@ -343,6 +343,7 @@ def _chunk_cost(chunk: list[tuple[RunSpec, int]]) -> float:
 def _train_on_dask(chunks, root, dev, workers, client, scheduler, say, progress) -> None:
     """Send the chunks to a Dask cluster (longest first) and store each as it completes."""
     import logging
+    import warnings
 
     from distributed import Client, LocalCluster, as_completed
 
@@ -354,6 +355,9 @@ def _train_on_dask(chunks, root, dev, workers, client, scheduler, say, progress)
             client = stack.enter_context(Client(scheduler, timeout="30s"))
             say(f"training {len(order)} chunk(s) on the Dask cluster at {scheduler} ...")
         elif client is None:
+            # the scheduler's HTTP server (no dashboard) moves off a busy port: not our concern
+            stack.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
             cluster = stack.enter_context(
                 LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True,
