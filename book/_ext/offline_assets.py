@@ -1,9 +1,12 @@
 """Sphinx extension: a built book that works with the network switched off.
 
-* **MathJax** comes from the npm registry at build time (``npm pack``, a pinned version checked
-  against its sha512), cached in ``.cache/offline-assets/`` (ignored by git), and only what a page
-  needs (the TeX-to-CHTML bundle, its fonts, the TeX extensions it loads on demand, the menu and
-  accessibility components) is copied to ``_static/vendor/mathjax-<version>/``.
+* **MathJax** 3.2.2 comes from the lock: the PyPI wheel ``django-static-mathjax==3.2.2.1`` ships
+  MathJax's es5 build and depends on nothing (Django is not pulled). Only what a page needs (the
+  TeX-to-CHTML bundle, its fonts, the TeX extensions it loads on demand, the menu and
+  accessibility components, 67 files) is copied to ``_static/vendor/mathjax-<version>/``, after
+  checking their digest against the one pinned here. Compared once with the npm package
+  ``mathjax@3.2.2`` (the book's earlier source): 93 of its 106 es5 files are byte-identical and 13
+  bundles differ only by no-op self-assignments the minifier kept (``(r=r,``), 12-18 bytes each.
 * **BokehJS** (the live figures of :mod:`markovformer.live`) is copied from the installed bokeh
   wheel to ``_static/vendor/bokeh-<version>/`` and loaded only by pages that have a live figure.
 * The theme's Font Awesome JavaScript (1.5 MB per page, only needed for custom SVG icons) is
@@ -17,13 +20,10 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import json
 import re
 import shutil
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 from docutils import nodes
@@ -33,9 +33,8 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 MATHJAX_VERSION = "3.2.2"
-#: ``npm view mathjax@3.2.2 dist.integrity``
-MATHJAX_INTEGRITY = "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw=="
-#: what a page needs from the package's es5/ folder (the bundle loads the rest on demand)
+MATHJAX_WHEEL = "django-static-mathjax==3.2.2.1"
+#: what a page needs from MathJax's es5/ folder (the bundle loads the rest on demand)
 MATHJAX_FILES = (
     "tex-chtml.js",
     "input/tex/extensions/",
@@ -43,6 +42,8 @@ MATHJAX_FILES = (
     "ui/",
     "a11y/",
 )
+#: sha256 over the sorted (path, sha256 of the file) pairs of MATHJAX_FILES in that wheel
+MATHJAX_DIGEST = "1220b50d3307b624a9f5b4288409e0084d687e7d256148f23dce77380afb8d23"
 BOKEH_FILES = ("bokeh.min.js", "bokeh-widgets.min.js")
 LIVE_MARKER = 'class="mf-live"'
 CSS_FILE = "markovformer-offline.css"
@@ -60,58 +61,39 @@ FONTAWESOME_JS = re.compile(
 )
 
 
-def _cache_dir(app) -> Path:
-    return Path(app.srcdir) / ".cache" / "offline-assets"
-
-
-def mathjax_dir(app) -> Path:
-    """The cached es5/ folder of MathJax, fetched from the npm registry if absent."""
-    target = _cache_dir(app) / f"mathjax-{MATHJAX_VERSION}"
-    if (target / "tex-chtml.js").exists():
-        return target
-    npm = shutil.which("npm")
-    if npm is None:
+def mathjax_files() -> tuple[Path, list[str]]:
+    """(es5 folder, the files of MATHJAX_FILES in it) of the installed MathJax wheel, checked."""
+    try:
+        import mathjax
+    except ImportError:
         raise ExtensionError(
-            f"MathJax {MATHJAX_VERSION} is not cached in {target} and npm is not installed: "
-            "install Node.js and npm (the book takes MathJax from the npm registry at build time)"
-        )
-    logger.info(
-        f"[offline_assets] fetching mathjax@{MATHJAX_VERSION} from the npm registry"
+            f"MathJax is not installed: install the lock ({MATHJAX_WHEEL}, `make install`)"
+        ) from None
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    package = es5.parent / "package.json"
+    version = (
+        json.loads(package.read_text()).get("version") if package.exists() else None
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        run = subprocess.run(
-            [npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--silent", "--pack-destination", tmp],
-            cwd=tmp, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        tgz = Path(tmp) / f"mathjax-{MATHJAX_VERSION}.tgz"
-        if run.returncode != 0 or not tgz.exists():
-            raise ExtensionError(
-                f"npm pack mathjax@{MATHJAX_VERSION} failed: {run.stderr[-2000:]}"
-            )
-        digest = (
-            "sha512-"
-            + base64.b64encode(hashlib.sha512(tgz.read_bytes()).digest()).decode()
+    if version != MATHJAX_VERSION:
+        raise ExtensionError(
+            f"the installed MathJax is {version}, the book needs {MATHJAX_VERSION} ({MATHJAX_WHEEL})"
         )
-        if digest != MATHJAX_INTEGRITY:
-            raise ExtensionError(
-                f"mathjax-{MATHJAX_VERSION}.tgz has integrity {digest}, expected {MATHJAX_INTEGRITY}"
-            )
-        staging = Path(tmp) / "es5"
-        with tarfile.open(tgz) as tar:
-            for member in tar.getmembers():
-                rel = member.name.removeprefix("package/es5/")
-                if (
-                    member.isfile()
-                    and rel != member.name
-                    and rel.startswith(MATHJAX_FILES)
-                ):
-                    out = staging / rel
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    with tar.extractfile(member) as src:
-                        out.write_bytes(src.read())
-        staging.rename(target)  # atomic: a half-extracted cache never looks complete
-    return target
+    files = sorted(
+        p.relative_to(es5).as_posix()
+        for p in es5.rglob("*")
+        if p.is_file() and p.relative_to(es5).as_posix().startswith(MATHJAX_FILES)
+    )
+    digest = hashlib.sha256()
+    for rel in files:
+        digest.update(
+            rel.encode() + b"\0" + hashlib.sha256((es5 / rel).read_bytes()).digest()
+        )
+    if digest.hexdigest() != MATHJAX_DIGEST:
+        raise ExtensionError(
+            f"the MathJax files in {es5} do not match the pinned digest (expected "
+            f"{MATHJAX_DIGEST}, got {digest.hexdigest()}): reinstall {MATHJAX_WHEEL}"
+        )
+    return es5, files
 
 
 def bokeh_js() -> tuple[str, Path]:
@@ -132,7 +114,7 @@ def on_config_inited(app, config) -> None:
 def on_builder_inited(app) -> None:
     if app.builder.format != "html":
         return
-    mathjax_dir(app)  # fetch now: a build that cannot go offline fails before it starts
+    mathjax_files()  # check now: a build that cannot go offline fails before it starts
     bokeh_js()
     app.add_css_file(CSS_FILE)
 
@@ -185,8 +167,11 @@ def on_build_finished(app, exception) -> None:
         return
     static = Path(app.outdir) / "_static"
     vendor = static / "vendor"
-    src = mathjax_dir(app)
-    shutil.copytree(src, vendor / f"mathjax-{MATHJAX_VERSION}", dirs_exist_ok=True)
+    es5, files = mathjax_files()
+    for rel in files:
+        dst = vendor / f"mathjax-{MATHJAX_VERSION}" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(es5 / rel, dst)
     version, folder = bokeh_js()
     (vendor / f"bokeh-{version}").mkdir(parents=True, exist_ok=True)
     for name in BOKEH_FILES:
