@@ -1,7 +1,10 @@
 # The two commands a newcomer needs:
-#   make book   set up .venv (if absent) and build the HTML book into _build/html
-#   make test   set up .venv (if absent) and run every test: lint, unit tests, notebooks, book build,
-#               and the built book in a headless browser (needs chromium and chromium-driver)
+#   make book   set up .venv (if absent) and build the HTML book into _build/html (needs Python 3.10+
+#               and make; everything else, MathJax included, comes from the lock)
+#   make test   set up .venv (if absent) and run every test: lint, unit tests, notebooks (twice: as
+#               they are, and with torch's non-vectorised kernels, ATEN_CPU_CAPABILITY=default), the
+#               claims report under the same variable, the book build and the built book in headless
+#               Chromium (installed with apt-get when missing and allowed, else it stops at once)
 # Both install from the lock file requirements/lock.txt (exact versions and hashes); `make lock`
 # refreshes it, `make test-latest` tries the notebooks with today's newest versions instead.
 
@@ -21,8 +24,8 @@ NBVAL_ARGS  := -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
 export MPLBACKEND := Agg
 export TQDM_DISABLE := 1
 
-.PHONY: install book test lint unit notebooks book-strict execute benchmarks lock test-latest \
-        claims clean browser-test
+.PHONY: install book test lint unit notebooks notebooks-default claims-default book-strict execute \
+        benchmarks lock test-latest claims clean browser-test browser-deps
 
 $(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,7 +40,22 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build -W -n --keep-going .
 	@echo "Book built: open _build/html/index.html"
 
-test: lint unit notebooks book-strict browser-test
+test: browser-deps lint unit notebooks notebooks-default claims-default book-strict browser-test
+
+# Chromium and chromedriver for the browser test (Debian packages): installed when missing and
+# this user may (root, or sudo without a password); otherwise stop before anything else runs.
+APT_PKGS := chromium chromium-driver
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"; \
+	else echo "make test needs Chromium for the browser test; install it first:"; \
+	     echo "  sudo apt-get update && sudo apt-get install -y $(APT_PKGS)"; exit 1; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make test needs chromium and chromedriver on the PATH (no apt-get here)"; exit 1; fi; \
+	echo "installing $(APT_PKGS) with apt-get"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	  $(APT_PKGS) >/dev/null && chromium --version
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -48,6 +66,14 @@ unit: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/python $(NBVAL_ARGS)
+
+# The same notebooks with another CPU's rounding: torch's non-vectorised kernels. Nothing nbval
+# compares may depend on the last bits of a float.
+notebooks-default: $(STAMP)
+	ATEN_CPU_CAPABILITY=default $(BIN)/python $(NBVAL_ARGS)
+
+claims-default: $(STAMP)
+	ATEN_CPU_CAPABILITY=default $(BIN)/markovformer claims --out book/data > /dev/null
 
 book-strict: $(STAMP)
 	rm -rf _build/html _build/.doctrees
