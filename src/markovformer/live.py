@@ -54,13 +54,20 @@ __all__ = [
     "dataset_state",
     "icl_step_explorer",
     "icl_step_state",
+    "plateau_explorer",
+    "plateau_state",
 ]
 
 #: the kinds of live figure, one per interaction of the book (``MFLive.update[kind]``)
-KINDS = ("chain", "grid", "reduction", "run", "canonical", "init", "kernel", "dataset", "icl_step")
+KINDS = ("chain", "grid", "reduction", "run", "canonical", "init", "kernel", "dataset", "icl_step",
+         "plateau")  # fmt: skip
 
 WIDTH = 650  # a figure's output area in the book's text column: 660 px at a 1280-px window
 HALF = 320  # two panels side by side
+#: Every panel, control and key stretches to the column up to its width above, and shrinks down to
+#: this (or its width, if narrower); a row whose panels do not fit wraps them onto more lines, so
+#: on a phone the panels stack and every control stays on screen.
+MIN_PANEL = 260
 NOTE = (
     "This is the live version of the figure, for the HTML book: it runs in the page with BokehJS. "
     "In Jupyter, Binder or Colab, run the slider panel of the next cell instead."
@@ -130,10 +137,20 @@ def _state(sources: dict, titles: dict | None = None, props: dict | None = None)
     return {"sources": sources, "titles": titles or {}, "props": props or {}}
 
 
+def _fit(model, width: int):
+    """``model`` stretches to its column, from ``min(width, MIN_PANEL)`` to ``width`` pixels."""
+    model.sizing_mode = "stretch_width"
+    model.width = width
+    model.max_width = width
+    model.min_width = min(width, MIN_PANEL)
+    return model
+
+
 def _figure(title: str = "", width: int = WIDTH, height: int = 300, **kw):
     from bokeh.plotting import figure
 
     fig = figure(width=width, height=height, title=title, tools="", toolbar_location=None, **kw)
+    _fit(fig, width)
     fig.title.text_font_size = "10.5pt"
     fig.title.text_font_style = "normal"
     for axis in (fig.xaxis, fig.yaxis):
@@ -155,8 +172,9 @@ def _slider(name: str, title: str, value: float, start: float, end: float, step:
 
     if not start <= value <= end:
         raise ValueError(f"{name} = {value} is outside the slider's range [{start}, {end}]")
-    return Slider(name=name, title=title, value=value, start=start, end=end, step=step,
-                  format=fmt, width=width)  # fmt: skip
+    slider = Slider(name=name, title=title, value=value, start=start, end=end, step=step,
+                    format=fmt)  # fmt: skip
+    return _fit(slider, width)
 
 
 def _wire(kind: str, controls: Mapping[str, object], args: Mapping[str, object]) -> None:
@@ -186,13 +204,23 @@ def _regime(p: float, q: float) -> str:
 def _layout(name: str, *children):
     from bokeh.layouts import column
 
-    return column(*children, name=name)
+    return column(*children, name=name, sizing_mode="stretch_width")
 
 
 def _row(*children):
+    """Children side by side, wrapped onto more lines where the column is too narrow."""
     from bokeh.layouts import row
+    from bokeh.models import InlineStyleSheet
 
-    return row(*children)
+    wrap = InlineStyleSheet(css=":host { flex-wrap: wrap; }")
+    return row(*children, sizing_mode="stretch_width", stylesheets=[wrap])
+
+
+def _div(text: str, width: int = WIDTH):
+    """A paragraph of the figure (a key, a note) that wraps with the column."""
+    from bokeh.models import Div
+
+    return _fit(Div(text=text), width)
 
 
 def _levels(rate: float, unigram: float) -> dict:
@@ -270,7 +298,7 @@ def chain_explorer(p: float = 0.5, q: float = 0.8, seed: int = 0, n_sequences: i
                              text_align="center", text_font_size="9pt"))  # fmt: skip
     bars.hspan(y=[np.log(2)], line_color="gray", line_dash="dotted")
     bars.yaxis.axis_label = "loss (nats); dotted: ln 2"
-    bars.xaxis.major_label_text_font_size = "8pt"
+    bars.xaxis.major_label_text_font_size = "9pt"
 
     gp, gq, grid_rate, grid_uni = X.loss_grid(99)
     gap_fig = _figure("(p, q) on the gap map", width=HALF, height=290, x_range=Range1d(0, 1),
@@ -376,7 +404,9 @@ def grid_explorer(curves: Mapping[tuple[float, float], Mapping[str, np.ndarray]]
     gmap.yaxis.axis_label = "q"
 
     y0, y1 = state["props"]["curveFig.y_range"]
-    cfig = _figure(state["titles"]["curveFig"], width=340, height=320, y_range=Range1d(y0, y1))
+    # fixed ranges: a cell without curves (p + q = 1) leaves nothing to fit a range to
+    cfig = _figure(state["titles"]["curveFig"], width=340, height=320, x_range=Range1d(0, T),
+                   y_range=Range1d(y0, y1))  # fmt: skip
     for arm, color in zip(arms, COLORS, strict=False):
         cfig.line("step", arm, source=src["curves"], color=color, line_width=1.5, legend_label=arm)
     _draw_levels(cfig, src["levels"])
@@ -429,7 +459,7 @@ def reduction_explorer(e: float = 1.0, w: float = -1.0, a: float = 0.0, p: float
     """The full transformer realising (e, w, a) exactly (rank-one weights, d = 8) against the
     canonical model, on one sequence of the chain (p, q). The page runs both: the transformer's
     forward pass on the package's rank-one weights, and the canonical closed form."""
-    from bokeh.models import Div, Range1d
+    from bokeh.models import Range1d
 
     state = reduction_state(e, w, a, p, q, seed, length)
     src = _sources(state)
@@ -444,7 +474,7 @@ def reduction_explorer(e: float = 1.0, w: float = -1.0, a: float = 0.0, p: float
                  legend_label="canonical model")  # fmt: skip
     sfig.legend.orientation = "horizontal"
     sfig.legend.location = "top_center"
-    sfig.legend.label_text_font_size = "8pt"
+    sfig.legend.label_text_font_size = "9pt"
     sfig.xaxis.axis_label = "position n"
     sfig.yaxis.axis_label = "predicted Pr(next = 1)"
 
@@ -453,7 +483,7 @@ def reduction_explorer(e: float = 1.0, w: float = -1.0, a: float = 0.0, p: float
     lfig.scatter("logit_canon", "logit_full", source=src["seq"], size=5, color=COLORS[0])
     lfig.xaxis.axis_label = "canonical logit"
     lfig.yaxis.axis_label = "full-model logit"
-    note = Div(width=330, text=(
+    note = _div(width=330, text=(
         "<p style='font-size:10pt'>Top: the true next-bit probability (gray) and both models' "
         "predictions along the sequence. Left: one model's logit against the other's; on the "
         "dotted diagonal they agree exactly. The page runs the transformer's forward pass "
@@ -501,9 +531,8 @@ LANDSCAPE_KEY = (
 
 def _key(text: str):
     """A one-paragraph key under a figure (in place of a legend that would hide the data)."""
-    from bokeh.models import Div
 
-    return Div(text=f"<p style='font-size:9pt;margin:0'>{text}</p>", width=WIDTH)
+    return _div(f"<p style='font-size:9pt;margin:0'>{text}</p>", WIDTH)
 
 
 def _landscape(title: str, src: dict, width: int = HALF, height: int = 330):
@@ -588,7 +617,7 @@ def canonical_explorer(p: float = 0.5, q: float = 0.8, e0: float = 0.5, w0: floa
     lfig.xaxis.axis_label = "1 + time t (gradient descent: step x lr)"
     lfig.yaxis.axis_label = "population loss (nats)"
     lfig.legend.location = "top_right"
-    lfig.legend.label_text_font_size = "8pt"
+    lfig.legend.label_text_font_size = "9pt"
 
     controls = {
         name: _slider(name, name, v, lo, hi, 0.05, width=150)
@@ -686,7 +715,7 @@ def run_explorer(rows: Sequence[Mapping], index: int = 0, step: int = 1000) -> L
     lfig.xaxis.axis_label = "training step"
     lfig.yaxis.axis_label = "loss (nats)"
     lfig.legend.location = "bottom_left"
-    lfig.legend.label_text_font_size = "8pt"
+    lfig.legend.label_text_font_size = "9pt"
 
     efig = _figure("how rank one the weights are", height=190, y_range=Range1d(0, 1.03))
     names = [c for c in state["sources"]["energy"] if c != "step"]
@@ -700,12 +729,13 @@ def run_explorer(rows: Sequence[Mapping], index: int = 0, step: int = 1000) -> L
     efig.yaxis.axis_label = "top singular value energy"
     efig.legend.location = "bottom_right"
     efig.legend.orientation = "horizontal"
-    efig.legend.label_text_font_size = "8pt"
+    efig.legend.label_text_font_size = "9pt"
 
     last = int(max(int(r["steps"][-1]) for r in records))
-    menu = Select(name="menu", title="run", value=str(index), width=370,
+    menu = Select(name="menu", title="run", value=str(index),
                   options=[(str(i), f"{r['chain']} {r['init']}, seed {r['seed']} -> "
                             f"{r['outcome']}") for i, r in enumerate(rows)])  # fmt: skip
+    _fit(menu, 370)
     controls = {"menu": menu,
                 "step": _slider("step", "training step", step, 0, last, 10, fmt="0", width=250)}  # fmt: skip
     models = {**src, "mapFig": fig, "lossFig": lfig, "marker": marker, "marker2": marker2}
@@ -779,7 +809,7 @@ def init_explorer(p: float = 0.5, q: float = 0.8, scale: float = 0.5, seed: int 
     cfig.xaxis.axis_label = "init scale s"
     cfig.yaxis.axis_label = "Pr(global minimum)"
     cfig.legend.location = "bottom_left"
-    cfig.legend.label_text_font_size = "8pt"
+    cfig.legend.label_text_font_size = "9pt"
 
     controls = {
         "p": _slider("p", "p", p, 0.05, 0.95, 0.05, width=140),
@@ -853,7 +883,7 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0,
     """Softmax, Gaussian and row-normalised Gaussian attention on one random input: sliders for
     the bandwidth c, the scale of W_Q, W_K and the seed. The page recomputes the three kernels
     from the stored queries and keys of every seed."""
-    from bokeh.models import ColorBar, Div, LinearColorMapper, Range1d
+    from bokeh.models import ColorBar, LinearColorMapper, Range1d
     from bokeh.palettes import Viridis256
 
     if not 0 <= seed < n_seeds:
@@ -872,14 +902,14 @@ def kernel_explorer(c: float = 2.0, qk_scale: float = 1.0, seed: int = 0,
         fig.image("image", x="x", y="y", dw="dw", dh="dh", source=src[f"S_{_ident(name)}"],
                   color_mapper=mapper)  # fmt: skip
         fig.add_layout(ColorBar(color_mapper=mapper, width=8, label_standoff=4,
-                                major_label_text_font_size="8pt"), "right")  # fmt: skip
+                                major_label_text_font_size="9pt"), "right")  # fmt: skip
         fig.title.text_font_size = "9pt"
         fig.xaxis.axis_label = "key position j"
         fig.yaxis.axis_label = "query position i"
         figs.append(fig)
         sources.append(src[f"S_{_ident(name)}"])
         mappers.append(mapper)
-    header = Div(text=state["props"]["header.text"], width=WIDTH)
+    header = _div(state["props"]["header.text"], WIDTH)
     controls = {
         "logC": _slider("logC", "log10 of the bandwidth c", float(np.log10(c)), -1.0, 1.5, 0.05),
         "logScale": _slider(
@@ -978,7 +1008,7 @@ def dataset_explorer(n_tokens: int = 8, n_sentences: int = 6, max_len: int = 6, 
              line_width="width")  # fmt: skip
     fig.rect("x", "y", 0.9, 0.8, source=src["nexts"], fill_color="#fff5cc", line_color="#666666")
     fig.scatter("x", "y", source=src["nodes"], size=18, fill_color="white", line_color="gray")
-    for name, size in (("boxes", "10pt"), ("nexts", "10pt"), ("nodes", "8pt")):
+    for name, size in (("boxes", "10pt"), ("nexts", "10pt"), ("nodes", "9pt")):
         fig.add_layout(LabelSet(x="x", y="y", text="tok", source=src[name], text_align="center",
                                 text_baseline="middle", text_font_size=size))  # fmt: skip
     fig.add_layout(Arrow(end=VeeHead(size=7, line_color=COLORS[0], fill_color=COLORS[0]),
@@ -1106,7 +1136,7 @@ def _step_axes(fig, ylabel: str) -> None:
     fig.xaxis.axis_label = "training step"
     fig.yaxis.axis_label = ylabel
     fig.legend.location = "bottom_right"
-    fig.legend.label_text_font_size = "8pt"
+    fig.legend.label_text_font_size = "9pt"
     fig.legend.background_fill_alpha = 0.6
 
 
@@ -1146,7 +1176,7 @@ def icl_step_explorer(runs: Sequence[Mapping], seed: int | None = None,
         fig.text("x", "y", text="text", source=src["symbols"], text_align="center",
                  text_baseline="middle", text_font_size="7pt", text_color="#444444")  # fmt: skip
         fig.add_layout(ColorBar(color_mapper=mapper, width=8, label_standoff=4,
-                                major_label_text_font_size="8pt"), "right")  # fmt: skip
+                                major_label_text_font_size="9pt"), "right")  # fmt: skip
         fig.title.text_font_size = "9pt"
         fig.xaxis.axis_label = "key position (its symbol above)"
         fig.yaxis.axis_label = "query position (symbol left)"
@@ -1189,7 +1219,7 @@ def icl_step_explorer(runs: Sequence[Mapping], seed: int | None = None,
     first = int(steps[0])
     every = int(np.min(np.diff(steps))) if len(steps) > 1 else 1
     menu = [(str(r["seed"]), f"seed {r['seed']}") for r in records]
-    controls = {"seed": Select(name="seed", title="run", value=str(seed), width=150, options=menu)}
+    controls = {"seed": _fit(Select(name="seed", title="run", value=str(seed), options=menu), 150)}
     controls["step"] = _slider("step", "training step (nearest stored)", step, first,
                                int(steps[-1]), every, fmt="0", width=470)  # fmt: skip
     named = {f"mapper{j + 1}": mp for j, mp in enumerate(mappers)}
@@ -1210,3 +1240,7 @@ def icl_step_explorer(runs: Sequence[Mapping], seed: int | None = None,
     layout = _layout("mf-icl_step", _row(*controls.values()), _row(*figs),
                      _row(kfig, sfig), key)  # fmt: skip
     return LiveFigure("icl_step", layout, {**controls, **models}, state)
+
+
+# Chapter 9: the plateau explorer lives in its own module (it imports the helpers above)
+from .live_plateau import plateau_explorer, plateau_state  # noqa: E402

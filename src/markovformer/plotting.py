@@ -3,6 +3,11 @@
 Every function takes arrays (or a few scalars), draws, and returns the ``Figure``; none samples,
 trains or reads files. Colours are shared across the book: the entropy rate (bigram loss, the
 global minimum) is green, the unigram loss (the local minimum) is red.
+
+Figures are drawn for the width they are shown at: at most :data:`COLUMN` inches wide (the text
+column of the HTML book at the notebooks' 90 dpi), a few data-dense ones at most :data:`WIDE`
+(a cell tagged ``full-width``), and no text smaller than :data:`SMALL` points, so that no text
+renders under 11 px (the browser test computes it from each PNG's recorded font size and dpi).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 __all__ = [
+    "COLUMN",
+    "WIDE",
+    "SMALL",
     "BIGRAM_COLOR",
     "UNIGRAM_COLOR",
     "BIT_CMAP",
@@ -26,6 +34,13 @@ __all__ = [
     "plot_context_losses",
 ]
 
+#: width of a figure in the text column, inches (666 px at 90 dpi; the column is 688 px wide)
+COLUMN = 7.4
+#: width of a figure in a ``full-width`` cell, inches (the content area is 932 px wide)
+WIDE = 10.0
+#: the smallest font size of any text in a figure, points (11.25 px at 90 dpi)
+SMALL = 9
+
 BIGRAM_COLOR = "#2ca02c"
 UNIGRAM_COLOR = "#d62728"
 BIT_CMAP = ListedColormap(["#f2f2f2", "#1f4e79"])
@@ -34,7 +49,7 @@ BIT_CMAP = ListedColormap(["#f2f2f2", "#1f4e79"])
 def _bit_raster(ax, bits: np.ndarray, title: str | None = None) -> None:
     ax.imshow(bits, cmap=BIT_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     ax.set_yticks(range(bits.shape[0]))
-    ax.set_yticklabels([f"seq {i + 1}" for i in range(bits.shape[0])], fontsize=8)
+    ax.set_yticklabels([f"seq {i + 1}" for i in range(bits.shape[0])], fontsize=SMALL)
     ax.set_xlabel("position n")
     if title:
         ax.set_title(title, fontsize=10)
@@ -46,7 +61,8 @@ def plot_sample_paths(paths: Mapping[str, np.ndarray]) -> Figure:
     ``paths`` maps a panel title to an integer array (n_sequences, length).
     """
     n = len(paths)
-    fig, axes = plt.subplots(n, 1, figsize=(8.2, 1.0 + 0.35 * sum(len(v) for v in paths.values())))
+    height = 1.0 + 0.4 * sum(len(v) for v in paths.values())
+    fig, axes = plt.subplots(n, 1, figsize=(COLUMN, height))
     axes = np.atleast_1d(axes)
     for ax, (title, bits) in zip(axes, paths.items(), strict=True):
         _bit_raster(ax, np.asarray(bits), title)
@@ -61,7 +77,7 @@ def plot_frequency_convergence(
 
     ``est`` is the output of :func:`markovformer.markov.running_transition_estimates`.
     """
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    fig, ax = plt.subplots(figsize=(COLUMN, 3.8))
     t = est["t"]
     for name, true, visits, color in (
         ("p", p, est["visits_0"], "C0"),
@@ -77,10 +93,8 @@ def plot_frequency_convergence(
     ax.set_ylim(0, 1)
     ax.set_xlabel("number of observed transitions")
     ax.set_ylabel("estimated switching probability")
-    ax.set_title(
-        rf"empirical frequencies converge at rate $1/\sqrt{{n}}$ (bands: $\pm${n_sigma:g} s.e.)"
-    )
-    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    ax.set_title(rf"frequencies converge at rate $1/\sqrt{{n}}$ (bands: $\pm${n_sigma:g} s.e.)")
+    ax.legend(fontsize=SMALL, ncol=2, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -106,19 +120,21 @@ def plot_loss_maps(
     ``p`` and ``q`` are 1-D grids; the loss arrays have shape (len(q), len(p)). The dashed line is
     p + q = 1, where the chain is i.i.d. and the gap vanishes.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
+    fig, axes = plt.subplots(2, 2, figsize=(COLUMN, 6.6))
+    axes = axes.ravel()
+    axes[3].set_visible(False)
     extent = (p[0], p[-1], q[0], q[-1])
     panels = (
         ("entropy rate (bigram loss)", entropy_rate, "viridis", (0, np.log(2))),
         ("stationary entropy (unigram loss)", unigram, "viridis", (0, np.log(2))),
         ("gap: unigram $-$ bigram", unigram - entropy_rate, "magma", None),
     )
-    for ax, (title, z, cmap, lim) in zip(axes, panels, strict=True):
+    for ax, (title, z, cmap, lim) in zip(axes[:3], panels, strict=True):
         vmin, vmax = lim if lim else (0, float(np.nanmax(z)))
         im = ax.imshow(z, origin="lower", extent=extent, cmap=cmap, vmin=vmin, vmax=vmax)
         fig.colorbar(im, ax=ax, shrink=0.8, label="nats")
         _unit_square_axes(ax)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title)
         for label, (pm, qm) in (marks or {}).items():
             ax.plot(pm, qm, "o", ms=5, mec="w", mfc="k")
             left = pm > 0.5  # keep labels inside the square
@@ -128,12 +144,12 @@ def plot_loss_maps(
                 xytext=(-6 if left else 6, -4 if left else 4),
                 textcoords="offset points",
                 color="w",
-                fontsize=8,
+                fontsize=SMALL,
                 ha="right" if left else "left",
                 va="top" if left else "bottom",
             )
-    axes[2].text(0.25, 0.30, "sticky\n$p+q<1$", color="w", fontsize=9, ha="center")
-    axes[2].text(0.72, 0.62, "switching\n$p+q>1$", color="w", fontsize=9, ha="center")
+    axes[2].text(0.25, 0.30, "sticky\n$p+q<1$", color="w", fontsize=SMALL, ha="center")
+    axes[2].text(0.72, 0.62, "switching\n$p+q>1$", color="w", fontsize=SMALL, ha="center")
     fig.tight_layout()
     return fig
 
@@ -147,7 +163,7 @@ def plot_chain_explorer(
     gap_grid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Figure:
     """The figure behind chapter 1's sliders: a sample path, the two loss levels, (p, q) on a map."""
-    fig = plt.figure(figsize=(12, 3.4))
+    fig = plt.figure(figsize=(WIDE, 3.6))
     grid = fig.add_gridspec(1, 3, width_ratios=[2.6, 1.0, 1.1])
     ax = fig.add_subplot(grid[0])
     corr = 1 - p - q
@@ -162,19 +178,19 @@ def plot_chain_explorer(
         color=[BIGRAM_COLOR, UNIGRAM_COLOR],
     )
     for b, v in zip(bars, (entropy_rate, unigram), strict=True):
-        ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.4f}", ha="center", fontsize=9)
+        ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.4f}", ha="center", fontsize=SMALL)
     ax.axhline(np.log(2), color="gray", ls=":", lw=1)
-    ax.text(-0.5, np.log(2) + 0.015, "ln 2", fontsize=8, color="gray")
+    ax.text(-0.5, np.log(2) + 0.015, "ln 2", fontsize=SMALL, color="gray")
     ax.set_ylim(0, 0.85)
     ax.set_ylabel("loss (nats)")
-    ax.set_title(f"gap {unigram - entropy_rate:.4f} nats", fontsize=10)
+    ax.set_title(f"gap {unigram - entropy_rate:.4f} nats")
     ax = fig.add_subplot(grid[2])
     if gap_grid is not None:
         gp, gq, gap = gap_grid
         ax.imshow(gap, origin="lower", extent=(gp[0], gp[-1], gq[0], gq[-1]), cmap="magma")
     _unit_square_axes(ax)
     ax.plot(p, q, "o", ms=8, mfc="w", mec="k")
-    ax.set_title("(p, q) on the gap map", fontsize=10)
+    ax.set_title("(p, q) on the gap map")
     fig.tight_layout()
     return fig
 
@@ -183,7 +199,7 @@ def plot_loss_estimators(
     samples: Mapping[str, np.ndarray], reference: Mapping[str, float] | None = None
 ) -> Figure:
     """Histograms of per-batch loss estimates (e.g. sampled-target vs exact conditional)."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    fig, ax = plt.subplots(figsize=(COLUMN, 3.6))
     lo = min(float(np.min(v)) for v in samples.values())
     hi = max(float(np.max(v)) for v in samples.values())
     bins = np.linspace(lo, hi, 60)
@@ -196,26 +212,26 @@ def plot_loss_estimators(
             (v, ax.get_ylim()[1] * 0.9),
             xytext=(4, 0),
             textcoords="offset points",
-            fontsize=8,
+            fontsize=SMALL,
         )
     ax.set_xlabel("loss of one batch (nats)")
     ax.set_ylabel("number of batches")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
 
 
 def plot_context_losses(curves: Mapping[str, Sequence[float]], max_context: int) -> Figure:
     """Best achievable loss against the number m of past symbols a predictor may look at."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    fig, ax = plt.subplots(figsize=(6.8, 3.6))
     m = np.arange(max_context + 1)
     for label, vals in curves.items():
         ax.plot(m, vals, "o-", label=label)
     ax.set_xlabel("context length m (symbols the predictor sees)")
     ax.set_ylabel("best achievable loss (nats)")
     ax.set_xticks(m)
-    ax.legend(fontsize=8)
-    ax.set_title("m = 0: unigram loss; m = order: entropy rate", fontsize=10)
+    ax.legend(fontsize=SMALL)
+    ax.set_title("m = 0: unigram loss; m = order: entropy rate")
     fig.tight_layout()
     return fig
 
@@ -272,15 +288,17 @@ def draw_loss_curves(
         span = unigram - rate
         ylim = (rate - 0.4 * span - 0.005, max(unigram + 0.6 * span, rate + 0.02) + 0.01)
     ax.set_ylim(*ylim)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=SMALL, loc="upper right")
 
 
 def plot_loss_panels(panels: Sequence[dict], ncols: int | None = None) -> Figure:
-    """Several loss-curve panels; each dict has keys curves, rate, unigram, title (and ylim)."""
+    """Several loss-curve panels; each dict has keys curves, rate, unigram, title (and ylim).
+    At most two panels a row (the text column's width)."""
     n = len(panels)
-    ncols = ncols or n
+    ncols = ncols or min(n, 2)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.5 * nrows), squeeze=False)
+    width = 5.0 if ncols == 1 else COLUMN
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.7 * nrows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
         draw_loss_curves(
             ax, panel["curves"], panel["rate"], panel["unigram"], ylim=panel.get("ylim")
@@ -300,7 +318,8 @@ def plot_position_probes(panels: Sequence[dict]) -> Figure:
     """
     ncols = min(len(panels), 2)
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN, 3.3 * nrows + 0.6), squeeze=False,
+                             layout="constrained")  # fmt: skip
     for ax, panel in zip(axes.flat, panels, strict=False):
         for (label, pr), color in zip(panel["probes"].items(), ("C0", "C1", "C4"), strict=False):
             n = np.arange(1, pr.shape[-1] + 1)
@@ -309,25 +328,22 @@ def plot_position_probes(panels: Sequence[dict]) -> Figure:
         ax.axhline(panel["p"], color="k", lw=0.8, ls="--")
         ax.axhline(1 - panel["q"], color="k", lw=0.8, ls="--")
         ax.axhline(panel["pi1"], color=UNIGRAM_COLOR, lw=1.0, ls="-.")
-        ax.text(ax.get_xlim()[1], panel["p"], f" p = {panel['p']:g}", va="center", fontsize=8)
-        ax.text(
-            ax.get_xlim()[1], 1 - panel["q"], f" 1-q = {1 - panel['q']:g}", va="center", fontsize=8
-        )
-        ax.text(
-            ax.get_xlim()[1],
-            panel["pi1"],
-            rf" $\pi_1$ = {panel['pi1']:.3f}",
-            va="center",
-            fontsize=8,
-            color=UNIGRAM_COLOR,
-        )
+        # the levels' labels inside the axes, at the right end, above their lines
+        right = ax.get_yaxis_transform()  # x in axes coordinates, y in data
+        for y, text, color in (
+            (panel["p"], f"p = {panel['p']:g}", "k"),
+            (1 - panel["q"], f"1-q = {1 - panel['q']:g}", "k"),
+            (panel["pi1"], rf"$\pi_1$ = {panel['pi1']:.3f}", UNIGRAM_COLOR),
+        ):
+            ax.text(0.99, y + 0.01, text, transform=right, ha="right", va="bottom",
+                    fontsize=SMALL, color=color)  # fmt: skip
         ax.set_ylim(0, 1)
         ax.set_xscale("log")
         ax.set_xlabel("position n")
         ax.set_ylabel(r"predicted $\Pr(x_{n+1} = 1)$")
         ax.set_title(panel["title"])
-        ax.legend(fontsize=7, loc="center left", ncol=1)
-    fig.tight_layout()
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncol=2,
+               fontsize=SMALL)  # fmt: skip
     return fig
 
 
@@ -341,8 +357,13 @@ def plot_grid_maps(
     cmap: str = "RdYlGn_r",
     annotate: bool = True,
 ) -> Figure:
-    """Heat maps of a value over a (p, q) grid; arrays have shape (len(qs), len(ps))."""
-    fig, axes = plt.subplots(1, len(maps), figsize=(4.4 * len(maps) + 0.8, 4.0), squeeze=False)
+    """Heat maps of a value over a (p, q) grid; arrays have shape (len(qs), len(ps)). One map
+    fills the text column, two or more a full-width cell; each cell is annotated with its value
+    (two decimals, no leading 0)."""
+    n = len(maps)
+    width = COLUMN if n == 1 else WIDE
+    fig, axes = plt.subplots(1, n, figsize=(width, width / n * 0.92 + 0.5), squeeze=False,
+                             layout="constrained")  # fmt: skip
     dp, dq = (ps[1] - ps[0]) / 2, (qs[1] - qs[0]) / 2
     for ax, (title, z) in zip(axes[0], maps.items(), strict=True):
         im = ax.imshow(
@@ -353,13 +374,18 @@ def plot_grid_maps(
             for i, q in enumerate(qs):
                 for j, p in enumerate(ps):
                     if np.isfinite(z[i, j]):
-                        ax.text(p, q, f"{z[i, j]:.2f}", ha="center", va="center", fontsize=6)
+                        v = round(float(z[i, j]), 2) + 0.0  # no "-0.00"
+                        text = f"{v:.2f}".replace("0.", ".", 1) if abs(v) < 1 else f"{v:.2f}"
+                        ax.text(p, q, text, ha="center", va="center", fontsize=SMALL)
         ax.plot([0, 1], [1, 0], color="k", lw=1, ls="--")
         ax.set_xlim(ps[0] - dp, ps[-1] + dp)
         ax.set_ylim(qs[0] - dq, qs[-1] + dq)
         ax.set_xlabel("p")
         ax.set_ylabel("q")
         ax.set_title(title)
+        ticks = ps[::2] if len(ps) > 5 else ps
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85, label=label)
     return fig
 
@@ -378,7 +404,8 @@ def draw_survival(ax, survival, label: str = "", color: str = "k", marks: Sequen
     for m in marks:
         v = survival.at(m)
         ax.plot(m, v, "o", color=color, ms=4)
-        ax.annotate(f"{v:.2f}", (m, v), xytext=(3, 4), textcoords="offset points", fontsize=8)
+        ax.annotate(f"{v:.2f}", (m, v), xytext=(3, 4), textcoords="offset points",
+                    fontsize=SMALL)  # fmt: skip
     ax.axhline(0.5, color="gray", lw=0.6, ls=":")
     ax.set_ylim(-0.03, 1.05)
     ax.set_xlim(0, survival.horizon * 1.02)
@@ -398,7 +425,7 @@ def plot_plateau(
     (``survival``: an :class:`markovformer.analysis.Survival` of these curves)."""
     from .analysis import plateau_survival
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10.0, 3.6), width_ratios=[1.6, 1])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(COLUMN, 3.8), width_ratios=[1.3, 1])
     steps = np.arange(1, curves.shape[1] + 1)
     for row in curves:
         ax.plot(steps, row, lw=0.7, alpha=0.7)
@@ -409,23 +436,29 @@ def plot_plateau(
     ax.set_xlabel("training step")
     ax.set_ylabel("exact conditional loss (nats)")
     ax.set_title(title or f"{curves.shape[0]} runs")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=SMALL, loc="upper right")
     survival = survival or plateau_survival(curves, unigram, rate)
     draw_survival(ax2, survival, marks=marks)
-    ax2.set_title(survival.describe(), fontsize=8)
+    ax2.set_title(survival.describe().replace(" (", "\n("), fontsize=SMALL)
     fig.tight_layout()
     return fig
 
 
 def plot_survival_panels(panels: Sequence[dict], marks: Sequence[int] = ()) -> Figure:
     """One panel per dict ``{"title", "arms": {label: Survival}}``: Kaplan-Meier curves side by side."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    n = len(panels)
+    ncols = min(n, 2)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN if ncols > 1 else 5.0, 3.6 * nrows),
+                             squeeze=False)  # fmt: skip
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
     colors = ("k", UNIGRAM_COLOR, "tab:blue", "tab:green")
-    for ax, panel in zip(axes[0], panels, strict=True):
+    for ax, panel in zip(axes.flat, panels, strict=False):
         for (label, surv), color in zip(panel["arms"].items(), colors, strict=False):
             draw_survival(ax, surv, label=label, color=color, marks=marks)
         ax.set_title(panel.get("title", ""))
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=SMALL, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -444,9 +477,9 @@ def plot_rank_one(
     matrix names to panel titles (and fixes their order).
     """
     n = len(titles)
-    ncols = n if n <= 3 else 2  # four panels as a 2 x 2 grid: readable in the book's column
+    ncols = min(n, 2)  # two panels a row: readable in the book's column
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.5 * ncols, 2.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN, 3.0 * nrows), squeeze=False)
     for ax, (name, title) in zip(axes.flat, titles.items(), strict=False):
         for (arm, mats), color in zip(arms.items(), ("C0", "C1", "C2", "C4"), strict=False):
             vals = np.atleast_2d(mats[name])
@@ -463,7 +496,7 @@ def plot_rank_one(
         ax.set_ylabel(r"$\sigma_1^2 / \sum_i \sigma_i^2$")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    axes[0, 0].legend(fontsize=8, loc="lower right")
+    axes[0, 0].legend(fontsize=SMALL, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -472,7 +505,7 @@ def plot_weight_heatmaps(rows: Mapping[str, Sequence[tuple[str, np.ndarray]]]) -
     """A grid of weight matrices: one row per label, (title, matrix) panels within a row."""
     nrow = len(rows)
     ncol = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.0 * ncol, 2.1 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(WIDE / 5 * ncol, 2.1 * nrow), squeeze=False)
     for i, (label, panels) in enumerate(rows.items()):
         for j, (title, mat) in enumerate(panels):
             ax = axes[i, j]
@@ -480,10 +513,10 @@ def plot_weight_heatmaps(rows: Mapping[str, Sequence[tuple[str, np.ndarray]]]) -
             ax.imshow(
                 mat, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest"
             )
-            ax.set_title(title, fontsize=8)
+            ax.set_title(title, fontsize=SMALL)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[i, 0].set_ylabel(label, fontsize=9)
+        axes[i, 0].set_ylabel(label, fontsize=SMALL)
         for j in range(len(panels), ncol):
             axes[i, j].set_visible(False)
     fig.tight_layout()
@@ -575,13 +608,13 @@ def draw_landscape(
 def plot_landscape_panels(lands: Mapping[str, object], lim: float = 3.0) -> Figure:
     """L2G-1: for each chain, the flow field with energy contours (top) and the basins (bottom)."""
     n = len(lands)
-    fig, axes = plt.subplots(2, n, figsize=(5.2 * n, 10.0), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(COLUMN if n <= 2 else WIDE, 8.2), squeeze=False)
     for j, (title, land) in enumerate(lands.items()):
         draw_landscape(axes[0, j], land, lim, stream=True, energy_levels=14, basins=False)
-        axes[0, j].set_title(f"{title}: flow of $-\\nabla L$ and energy contours")
+        axes[0, j].set_title(f"{title}:\nflow of $-\\nabla L$, energy contours")
         draw_landscape(axes[1, j], land, lim, stream=False, basins=True)
-        axes[1, j].set_title(f"{title}: basins (green global, red unigram)")
-    axes[1, 0].legend(fontsize=8, loc="lower left")
+        axes[1, j].set_title(f"{title}:\nbasins (green global, red unigram)")
+    axes[1, 0].legend(fontsize=SMALL, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -601,7 +634,7 @@ def plot_trajectories_on_landscape(
     handles, labels = ax.get_legend_handles_labels()
     if labels:
         uniq = dict(zip(labels, handles, strict=False))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower left")
+        ax.legend(uniq.values(), uniq.keys(), fontsize=SMALL, loc="lower left")
     return fig
 
 
@@ -609,8 +642,10 @@ def plot_flow_3d(panels: Sequence[dict], ncols: int = 2) -> Figure:
     """3-D (e, w, a) gradient-flow trajectories, green if they end at the global minimum, red if
     at the unigram one. Each panel: ``title``, ``trajectories`` (list of (array (n, 3) of
     e, w, a; end label)) and optionally ``zoom`` (half-width of the box shown)."""
+    from matplotlib.ticker import MaxNLocator
+
     nrows = -(-len(panels) // ncols)
-    fig = plt.figure(figsize=(5.0 * ncols, 4.4 * nrows))
+    fig = plt.figure(figsize=(COLUMN, COLUMN / ncols * 0.95 * nrows))
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1, projection="3d")
         zoom = panel.get("zoom")
@@ -625,10 +660,13 @@ def plot_flow_3d(panels: Sequence[dict], ncols: int = 2) -> Figure:
         if zoom:
             for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
                 setter(-zoom, zoom)
-        ax.set_xlabel("w")
-        ax.set_ylabel("a")
-        ax.set_zlabel("e")
-        ax.set_title(panel["title"], fontsize=9)
+        for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+            axis.set_major_locator(MaxNLocator(4))
+        ax.tick_params(labelsize=SMALL, pad=0)
+        ax.set_xlabel("w", labelpad=0)
+        ax.set_ylabel("a", labelpad=0)
+        ax.set_zlabel("e", labelpad=0)
+        ax.set_title(panel["title"], fontsize=SMALL)
     fig.tight_layout()
     return fig
 
@@ -654,9 +692,9 @@ def plot_canonical_explorer(
     end = "global minimum" if flow.label == 1 else "unigram line e = 0"
     ax.set_title(
         f"({land.p:g}, {land.q:g}): start in the {'global' if land.basin(flow.y[0, 0], flow.y[0, 1]) else 'unigram'} basin, ends at the {end}",
-        fontsize=9,
+        fontsize=SMALL,
     )
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=SMALL, loc="lower left")
     ax2.plot(flow.t, flow.loss, color="k", lw=1.8, label="gradient flow, L(e, w) at optimal b")
     ax2.plot(
         np.arange(len(gd["loss"])) * lr,
@@ -671,7 +709,7 @@ def plot_canonical_explorer(
     ax2.set_xlim(0, max(float(flow.t[-1]), len(gd["loss"]) * lr))
     ax2.set_xlabel("time t (gradient descent: step x lr)")
     ax2.set_ylabel("population loss (nats)")
-    ax2.legend(fontsize=7)
+    ax2.legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
 
@@ -701,9 +739,9 @@ def plot_init_explorer(
     ax.set_title(
         f"({land.p:g}, {land.q:g}), (e0, w0) ~ N(0, {scale:g}^2 I): "
         f"{good.mean():.2f} of {len(good)} starts in the global basin",
-        fontsize=9,
+        fontsize=SMALL,
     )
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=SMALL, loc="lower left")
     ax2.plot(curve["scale"], curve["global"], color="C0", label="canonical model (gradient flow)")
     if measured is not None:
         ax2.plot(
@@ -717,8 +755,8 @@ def plot_init_explorer(
     ax2.set_ylim(-0.03, 1.03)
     ax2.set_xlabel("init scale s")
     ax2.set_ylabel("Pr(global minimum)")
-    ax2.set_title(f"p + q {'>' if land.switching else '<'} 1", fontsize=9)
-    ax2.legend(fontsize=7)
+    ax2.set_title(f"p + q {'>' if land.switching else '<'} 1", fontsize=SMALL)
+    ax2.legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
 
@@ -755,8 +793,8 @@ def plot_run_explorer(
     ax.plot(w[0], e[0], "o", ms=6, mfc="w", mec="C0")
     ax.plot(w[k], e[k], "o", ms=8, color="C0", mec="k")
     ax.set_title(f"{run.get('title', '')}: step {int(steps[k])}, (e, w) = ({e[k]:.2f}, {w[k]:.2f})",
-                 fontsize=9)  # fmt: skip
-    ax.legend(fontsize=7, loc="lower left")
+                 fontsize=SMALL)  # fmt: skip
+    ax.legend(fontsize=SMALL, loc="lower left")
     ax = axes[1]
     ax.plot(np.arange(1, len(loss) + 1), loss, color="C0", lw=0.8, label="transformer, exact loss")
     ax.plot(steps, land.loss_at_optimal_bias(e, w), "k.", ms=3,
@@ -767,7 +805,7 @@ def plot_run_explorer(
     ax.set_ylim(lo - 0.25 * (hi - lo) - 0.01, hi + 0.6 * (hi - lo) + 0.01)
     ax.set_xlabel("training step")
     ax.set_ylabel("loss (nats)")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=SMALL, loc="lower left")
     ax = axes[2]
     names = {"w1": "$W_1$", "w2": "$W_2$", "pos": "positions", "wv": "$W_V$"}
     for name, energy in dict(run.get("rank1", {})).items():
@@ -776,7 +814,7 @@ def plot_run_explorer(
     ax.set_ylim(0, 1.03)
     ax.set_xlabel("training step")
     ax.set_ylabel("top singular value energy fraction")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=SMALL, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -802,7 +840,7 @@ def plot_grid_explorer(
     ax.set_ylim(grid[0] - d, grid[-1] + d)
     ax.set_xlabel("p")
     ax.set_ylabel("q")
-    ax.set_title(map_title, fontsize=9)
+    ax.set_title(map_title, fontsize=SMALL)
     fig.colorbar(im, ax=ax, shrink=0.85, label="fraction of the gap left")
     for (name, curve), color in zip(curves.items(), ("C0", "C1", "C2"), strict=False):
         ax2.plot(np.arange(1, len(curve) + 1), curve, color=color, lw=1.2, label=name)
@@ -811,8 +849,8 @@ def plot_grid_explorer(
     ax2.set_ylim(rate - 0.3 * span, unigram + 0.5 * span)
     ax2.set_xlabel("training step")
     ax2.set_ylabel("exact conditional loss (nats)")
-    ax2.set_title(f"(p, q) = ({p:g}, {q:g})", fontsize=9)
-    ax2.legend(fontsize=7, loc="upper right")
+    ax2.set_title(f"(p, q) = ({p:g}, {q:g})", fontsize=SMALL)
+    ax2.legend(fontsize=SMALL, loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -839,8 +877,8 @@ def plot_reduction(
     ax.set_ylim(-0.03, 1.22)
     ax.set_xlabel("position n")
     ax.set_ylabel("predicted Pr(x_{n+1} = 1)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper right", ncol=3)
+    ax.set_title(title, fontsize=SMALL)
+    ax.legend(fontsize=SMALL, loc="upper right", ncol=3)
     ax2.plot(logit_canon, logit_full, "o", ms=3, color="C0")
     lim = float(np.max(np.abs(np.r_[logit_full, logit_canon]))) * 1.1 + 1e-3
     ax2.plot([-lim, lim], [-lim, lim], color="gray", lw=0.8, ls=":")
@@ -848,6 +886,8 @@ def plot_reduction(
     ax2.set_ylim(-lim, lim)
     ax2.set_xlabel("canonical logit")
     ax2.set_ylabel("full-model logit")
-    ax2.set_title(f"max |difference| = {np.max(np.abs(logit_full - logit_canon)):.1e}", fontsize=9)
+    ax2.set_title(
+        f"max |difference| = {np.max(np.abs(logit_full - logit_canon)):.1e}", fontsize=SMALL
+    )
     fig.tight_layout()
     return fig

@@ -316,7 +316,7 @@ def _scale_figure(results, jobs):
     import matplotlib.pyplot as plt
 
     table = scale_table(results, jobs)
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(plotting.COLUMN, 4.4), layout="constrained")
     for ax, ((p, q), row) in zip(axes, table.items(), strict=True):
         ax.plot(
             row["scale"],
@@ -342,10 +342,10 @@ def _scale_figure(results, jobs):
         ax.set_xscale("log")
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("init scale s")
-        ax.set_ylabel("fraction reaching the entropy rate")
         ax.set_title(f"({p:g}, {q:g}), N = {REDUCED_N}")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    axes[0].set_ylabel("fraction reaching the entropy rate")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",
+               fontsize=plotting.SMALL)  # fmt: skip
     return fig
 
 

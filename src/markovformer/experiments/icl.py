@@ -44,6 +44,7 @@ from ..icl import (
     strategy_predictions,
 )
 from ..model import MarkovTransformer, TransformerConfig
+from ..plotting import COLUMN, SMALL, WIDE
 from ..rng import make_generator
 from ..train import TrainConfig
 from .base import Experiment, RunSpec, load_specs, register, seed_list, stack
@@ -250,7 +251,7 @@ DEPTH_COLORS = {1: "C1", 2: "C0", 3: "C2"}
 
 def _mc_figure(results, jobs):
     lv = _levels(jobs[0][0])
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.9))
+    fig, axes = plt.subplots(2, 1, figsize=(COLUMN, 7.0), sharex=True)
     ax = axes[0]
     for depth, (res, _) in _by_depth(results, jobs).items():
         x, sm = _smooth(stack(res, "exact_loss"))
@@ -261,10 +262,9 @@ def _mc_figure(results, jobs):
               "bigram": "Bayes = in-context bigram", "entropy": "knows the chain"}  # fmt: skip
     for name, (color, ls) in LEVEL_STYLE.items():
         ax.axhline(lv[name], color=color, ls=ls, lw=1, label=f"{labels[name]} {lv[name]:.3f}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("exact loss (nats), 25-step mean")
+    ax.set_ylabel("exact loss (nats),\n25-step mean")
     ax.set_ylim(lv["entropy"] - 0.03, lv["uniform"] + 0.03)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=SMALL, loc="upper right")
     ax.set_title(f"S = 3, k = 1, N = {jobs[0][0].model.seq_len}, mean $\\pm$ sd over seeds")
     ax = axes[1]
     for depth, (res, _) in _by_depth(results, jobs).items():
@@ -276,9 +276,9 @@ def _mc_figure(results, jobs):
                label="in-context unigram")  # fmt: skip
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("exact loss - Bayes loss (same batch)")
+    ax.set_ylabel("exact loss - Bayes loss\n(same batch)")
     ax.set_title("gap to the Bayes risk, one line per seed")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
 
@@ -303,13 +303,16 @@ def _stage_axes(ax, res: dict, title: str) -> None:
 
 def _stages_figure(results, jobs):
     by = _by_depth(results, jobs)
-    fig, axes = plt.subplots(1, len(by), figsize=(5.8 * len(by), 3.8), sharey=True)
+    fig, axes = plt.subplots(len(by), 1, figsize=(COLUMN, 3.3 * len(by)), sharex=True,
+                             sharey=True)  # fmt: skip
     for ax, depth in zip(np.atleast_1d(axes), sorted(by, reverse=True), strict=True):
         res, _ = by[depth]
         n = len(res)
         title = f"{depth} layer{'s' * (depth > 1)}: {n} seeds (thin), median (thick)"
         _stage_axes(ax, res, title)
-    np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower left")
+    for ax in np.atleast_1d(axes)[:-1]:
+        ax.set_xlabel("")
+    np.atleast_1d(axes)[0].legend(fontsize=SMALL, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -331,9 +334,9 @@ def _draw_map(ax, att: np.ndarray, xs: np.ndarray, title: str) -> None:
     tick = np.arange(0, m, 4)
     ax.set_xticks(tick)
     ax.set_yticks(tick)
-    ax.set_xticklabels([f"{i}\n{xs[i]}" for i in tick], fontsize=6)
-    ax.set_yticklabels([f"{i}:{xs[i]}" for i in tick], fontsize=6)
-    ax.set_title(title, fontsize=8)
+    ax.set_xticklabels([f"{i}\n{xs[i]}" for i in tick], fontsize=SMALL)
+    ax.set_yticklabels([f"{i}:{xs[i]}" for i in tick], fontsize=SMALL)
+    ax.set_title(title, fontsize=SMALL)
 
 
 def _heads_figure(results, jobs, seed: int | None = None):
@@ -343,17 +346,17 @@ def _heads_figure(results, jobs, seed: int | None = None):
     steps = list(rec["icl_steps"])
     chosen = _chosen_steps(res, seed)
     xs = rec["icl/map_x"][0]
-    fig, axes = plt.subplots(
-        2, 4, figsize=(13.5, 6.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.3]}
-    )
+    fig = plt.figure(figsize=(WIDE, 10.4))  # a full-width cell
+    grid = fig.add_gridspec(3, 6, height_ratios=[1, 1, 0.8])
     for j, s in enumerate(chosen):
         i = steps.index(s)
         for layer in range(2):
             att = rec["icl/maps"][i, layer, 0].astype(np.float32)
-            _draw_map(axes[layer, j], att, xs, f"layer {layer + 1}, step {s}")
+            ax = fig.add_subplot(grid[layer, 2 * j : 2 * j + 2])
+            _draw_map(ax, att, xs, f"layer {layer + 1}, step {s}")
     for layer, (key, name) in enumerate((("icl/prev_token", "previous-token score, layer 1"),
                                          ("icl/induction", "induction score, layer 2"))):  # fmt: skip
-        ax = axes[layer, 3]
+        ax = fig.add_subplot(grid[2, 3 * layer : 3 * layer + 3])
         for s in sorted(res):
             ax.plot(steps, res[s][key][:, layer, 0], lw=1, label=f"seed {s}")
         if key == "icl/induction":
@@ -368,10 +371,10 @@ def _heads_figure(results, jobs, seed: int | None = None):
             ax.axvline(s, color="k", lw=0.5, ls="--")
         ax.set_ylim(0, 1)
         ax.set_xlabel("step")
-        ax.set_title(name, fontsize=9)
-        ax.legend(fontsize=6, ncol=2)
+        ax.set_title(name, fontsize=SMALL)
+        ax.legend(fontsize=SMALL, ncol=2)
     fig.suptitle(f"two-layer run, seed {seed}: attention of the first {len(xs)} positions "
-                 "of a probe sequence (tick labels: position, symbol)", fontsize=9)  # fmt: skip
+                 "of a probe sequence\n(tick labels: position, symbol)", fontsize=SMALL)  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -478,7 +481,7 @@ def position_curves(results, jobs, n_sequences: int = 1000, seed: int = 0) -> di
 
 def plot_position_curves(curves: dict):
     """Loss against the position in the sequence: the trained runs, Bayes, the strategies."""
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.8))
+    fig, axes = plt.subplots(2, 1, figsize=(COLUMN, 7.0), sharex=True)
     n = curves["positions"] + 1  # predictions made after n symbols
     ax = axes[0]
     for name, (color, ls) in (("uniform", LEVEL_STYLE["uniform"]), ("unigram", LEVEL_STYLE["unigram"]),
@@ -487,18 +490,17 @@ def plot_position_curves(curves: dict):
         ax.plot(n, curves[name], color=color, ls=ls, lw=1.2, label=label)
     for r, row in enumerate(curves["model"]):
         ax.plot(n, row, color="C0", lw=0.8, alpha=0.8, label="two-layer runs" if r == 0 else None)
-    ax.set_xlabel("symbols seen n")
-    ax.set_ylabel("exact loss of the next prediction")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("exact loss of the\nnext prediction")
+    ax.legend(fontsize=SMALL)
     ax.set_title("loss falls along the sequence: learning in context")
     ax = axes[1]
     for r, row in enumerate(curves["model"]):
         ax.plot(n, row - curves["bayes"], lw=0.9, label=f"seed {curves['seeds'][r]}")
     ax.axhline(0, color="0.5", lw=0.6)
     ax.set_xlabel("symbols seen n")
-    ax.set_ylabel("loss of the run - loss of Bayes (nats)")
+    ax.set_ylabel("loss of the run -\nloss of Bayes (nats)")
     ax.set_title("two-layer runs above the Bayes predictor, same sequences")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=SMALL, ncol=3)
     fig.tight_layout()
     return fig
 
@@ -508,25 +510,24 @@ def plot_bayes_risk(prior: RandomChains, length: int, n_sequences: int = 4000, s
     the excess of the Bayes risk over the chain's entropy against (S - 1) S^k / 2."""
     r = bayes_risk(prior, length, n_sequences, seed=seed)
     n = np.arange(1, length + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.6))
+    fig, axes = plt.subplots(2, 1, figsize=(COLUMN, 6.6), sharex=True)
     ax = axes[0]
     for name in ("uniform", "unigram", "bigram", "entropy"):
         if name in r:
             color, ls = LEVEL_STYLE[name]
             ax.plot(n, r[name], color=color, ls=ls, lw=1.2, label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("symbols seen n")
     ax.set_ylabel("expected loss (nats)")
-    ax.set_title(f"{prior}: the strategies along a sequence", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(f"{prior}: the strategies along a sequence")
+    ax.legend(fontsize=SMALL)
     ax = axes[1]
     ax.plot(n, n * (r["bayes"] - r["entropy"]), color="k", lw=1.2, label="n x (Bayes - entropy)")
     ax.axhline(float(redundancy_rate(prior.n_states, prior.order, 1.0)), color="C2", ls="--",
                label="(S-1) S^k / 2")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("symbols seen n")
-    ax.set_title(f"{n_sequences} sequences, seed {seed}", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(f"{n_sequences} sequences, seed {seed}")
+    ax.legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
 
@@ -578,7 +579,7 @@ def ablation_table(results, jobs) -> dict:
 
 
 def _ablation_figure(results, jobs):
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(COLUMN, 4.0))
     for (res, (sp, _)), color in zip(
         zip(results, jobs, strict=True), ("C0", "C2", "C4"), strict=True
     ):
@@ -590,8 +591,8 @@ def _ablation_figure(results, jobs):
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("exact loss - Bayes loss, 25-step mean")
-    ax.set_title(f"two layers, S = 3, k = 1, N = {ICL_N}; one line per seed", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(f"two layers, S = 3, k = 1, N = {ICL_N}; one line per seed")
+    ax.legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
 
@@ -651,7 +652,7 @@ def _order_figure(results, jobs):
     table = order_table(results, jobs)
     ks = sorted({k for k, _ in table})
     Ls = sorted({L for _, L in table})
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 3.9), gridspec_kw={"width_ratios": [1, 1.4]})
+    fig, axes = plt.subplots(2, 1, figsize=(COLUMN, 8.0), gridspec_kw={"height_ratios": [1, 1]})
     ax = axes[0]
     z = np.array([[table[(k, L)]["mean"] for L in Ls] for k in ks])
     im = ax.imshow(np.log10(np.maximum(z, 1e-4)), cmap="viridis_r", origin="lower")
@@ -659,12 +660,12 @@ def _order_figure(results, jobs):
         for j, L in enumerate(Ls):
             row = table[(k, L)]
             ax.text(j, i, f"{row['mean']:.3f}\n$\\pm${row['sd']:.3f}", ha="center", va="center",
-                    fontsize=8, color="w" if np.log10(max(row["mean"], 1e-4)) > -1.6 else "k")  # fmt: skip
+                    fontsize=SMALL, color="w" if np.log10(max(row["mean"], 1e-4)) > -1.6 else "k")  # fmt: skip
     ax.set_xticks(range(len(Ls)), [str(L) for L in Ls])
     ax.set_yticks(range(len(ks)), [str(k) for k in ks])
     ax.set_xlabel("depth (one head per layer)")
     ax.set_ylabel("order k")
-    ax.set_title("final loss - add-alpha k-gram floor (nats)", fontsize=9)
+    ax.set_title("final loss - add-alpha k-gram floor (nats)")
     fig.colorbar(im, ax=ax, label="log10 gap", shrink=0.8)
     ax = axes[1]
     styles = {1: ":", 2: "--", 3: "-"}
@@ -676,8 +677,8 @@ def _order_figure(results, jobs):
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("exact loss - Bayes loss, 50-step mean")
-    ax.set_title(f"binary, N = {jobs[0][0].model.seq_len}; median over seeds", fontsize=9)
-    ax.legend(fontsize=6, ncol=3)
+    ax.set_title(f"binary, N = {jobs[0][0].model.seq_len}; median over seeds")
+    ax.legend(fontsize=SMALL, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.tight_layout()
     return fig
 
@@ -779,8 +780,8 @@ def step_explorer_figure(data: dict, step: int):
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_title(f"step {steps[i]}: closest strategy {data['closest'][i]}, "
-                 f"gap to Bayes {data['gap'][i]:.3f}", fontsize=9)  # fmt: skip
-    ax.legend(fontsize=7)
+                 f"gap to Bayes {data['gap'][i]:.3f}", fontsize=SMALL)  # fmt: skip
+    ax.legend(fontsize=SMALL)
     fig.tight_layout()
     return fig
 

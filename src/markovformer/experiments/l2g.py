@@ -177,7 +177,7 @@ def _a2_figure(results, jobs):
 
     curves = a2_curves(results, jobs)
     chain = BinaryChain(0.2, 0.3)
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.3))
+    fig, axes = plt.subplots(1, 3, figsize=(plotting.WIDE, 3.4))  # a full-width cell
     plotting.draw_loss_curves(
         axes[0], {k: v["loss"] for k, v in curves.items()}, chain.entropy_rate, chain.unigram_loss
     )
@@ -189,7 +189,7 @@ def _a2_figure(results, jobs):
             ax.fill_between(steps, v[key].min(0), v[key].max(0), color=color, alpha=0.2, lw=0)
         ax.set_xlabel("training step")
         ax.set_title(f"canonical coordinate {key}")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=plotting.SMALL)
     fig.tight_layout()
     return fig
 
@@ -291,7 +291,7 @@ def _t_figure(results, jobs):
     import matplotlib.pyplot as plt
 
     rows = trajectory_table(results, jobs)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.8))
+    fig, axes = plt.subplots(1, 2, figsize=(plotting.WIDE, 5.2))  # a full-width cell
     for ax, (p, q) in zip(axes, T_STARTS, strict=True):
         land = C.CanonicalLandscape(p, q)
         trajs = []
@@ -468,7 +468,7 @@ def _basins_figure(results, jobs):
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("init scale s: (e0, w0) ~ N(0, s^2 I)")
     ax.set_ylabel("Pr(start in the global basin)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=plotting.SMALL)
     fig.tight_layout()
     return fig
 

@@ -30,6 +30,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .. import ntp
 from ..markov import BinaryChain
+from ..plotting import COLUMN, SMALL
 from .base import Experiment, register
 
 __all__ = [
@@ -213,10 +214,12 @@ def _fit_line(ax, t, fit: dict, kind: str, label: str) -> None:
 
 
 def plot_figure2(run: dict, rates: dict | None = None) -> Figure:
-    """Six panels in the layout of the paper's Figure 2 (top: stage 1, bottom: stage 2)."""
+    """The six panels of the paper's Figure 2, (a)-(c) stage 1 (left column) and (d)-(f)
+    stage 2 (right column): loss, direction, norm from top to bottom (the paper's rows are
+    columns here, so that the figure fits the book's text column)."""
     rates = rates or figure2_rates(run)
     h1, h2 = run["stage1"], run["stage2"]
-    fig, axes = plt.subplots(2, 3, figsize=(11.5, 6.4), layout="constrained")
+    fig, axes = plt.subplots(3, 2, figsize=(COLUMN, 9.6), layout="constrained")
     rows = [
         (h1, "ov", STAGE1_COLOR, "stage 1", "$L_0$", "L0", run["eta0"], r"\eta_0"),
         (h2, "kq", STAGE2_COLOR, "stage 2", "$L - L^*$", "excess", run["eta"], r"\eta"),
@@ -225,7 +228,7 @@ def plot_figure2(run: dict, rates: dict | None = None) -> Figure:
         t = h["step"]
         T = t[-1]
         lo_loss = T / 2 if r == 0 else T / 3
-        ax = axes[r, 0]
+        ax = axes[0, r]
         y = h["loss"] if r == 0 else h["excess"]
         ax.semilogy(t, np.where(y > 0, y, np.nan), color=col, lw=1.6)
         tt = t[t >= lo_loss]
@@ -233,7 +236,7 @@ def plot_figure2(run: dict, rates: dict | None = None) -> Figure:
         ax.set_title(f"({'ad'[r]}) {stage}: loss {lname}")
         ax.set_ylabel(lname + " (nats)")
         ax.legend(loc="upper right")
-        ax = axes[r, 1]
+        ax = axes[1, r]
         ok = t >= 1
         ax.loglog(t[ok], h[f"dist_{m}"][ok], color=col, lw=1.6)
         fit = rates[f"dir_{m}"]
@@ -241,20 +244,19 @@ def plot_figure2(run: dict, rates: dict | None = None) -> Figure:
         _fit_line(ax, tt, fit, "power", f"fit: $t^{{-{fit['alpha']:.2f}}}$")
         W = "W_{ov}" if m == "ov" else "W_{kq}"
         ax.set_title(
-            f"({'be'[r]}) direction of ${W}$: cos = {h[f'cos_{m}'][-1]:.4f} at step {int(T)}"
+            f"({'be'[r]}) direction of ${W}$:\ncos = {h[f'cos_{m}'][-1]:.4f} at step {int(T)}"
         )
         ax.set_ylabel(f"normalised distance to ${W}^*$")
         ax.legend(loc="lower left")
-        ax = axes[r, 2]
+        ax = axes[2, r]
         ax.plot(t, h[f"norm_{m}"], color=col, lw=1.6, label=rf"$\|{W}\|_F$")
-        ax.plot(t, step * t, color="0.6", lw=1, ls=":", label=rf"${sname} t$ (steps all aligned)")
+        ax.plot(t, step * t, color="0.6", lw=1, ls=":", label=rf"${sname} t$ (steps aligned)")
         fit = rates[f"norm_{m}"]
-        ax.set_title(f"({'cf'[r]}) norm of ${W}$: slope {fit['slope']:.4f} / step")
+        ax.set_title(f"({'cf'[r]}) norm of ${W}$:\nslope {fit['slope']:.4f} / step")
         ax.set_ylabel("Frobenius norm")
         ax.legend(loc="upper left")
-        for ax in axes[r]:
-            ax.set_xlabel(f"{stage} step $t$")
-        for ax in (axes[r, 0], axes[r, 2]):
+        axes[2, r].set_xlabel(f"{stage} step $t$")
+        for ax in (axes[0, r], axes[2, r]):
             ax.xaxis.set_major_locator(MaxNLocator(5))
     return fig
 
@@ -399,7 +401,7 @@ def shift_eval(
 
 def plot_shift(shift: dict) -> Figure:
     """Left: accuracies and the determined fraction; right: accuracy against test length."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.5, 3.6), layout="constrained")
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(COLUMN, 7.2), layout="constrained")
     names = [
         "all test\nsentences",
         "determined\nby closure",
@@ -414,7 +416,7 @@ def plot_shift(shift: dict) -> Figure:
     ]
     bars = a1.bar(names, vals, color=["#555555", STAGE1_COLOR, "#ff7f0e", "#bbbbbb"])
     for b, v in zip(bars, vals, strict=True):
-        a1.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.3f}", ha="center", fontsize=8)
+        a1.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.3f}", ha="center", fontsize=SMALL)
     a1.set_ylim(0, 1.12)
     a1.set_ylabel("next-token accuracy")
     a1.set_title(
@@ -434,7 +436,7 @@ def plot_shift(shift: dict) -> Figure:
     a2.set_xlabel("test sentence length")
     a2.set_ylabel("accuracy / fraction")
     a2.set_title("by length (training lengths were 2..8)")
-    a2.legend(loc="center right", fontsize=8)
+    a2.legend(loc="center right", fontsize=SMALL)
     return fig
 
 
@@ -512,7 +514,9 @@ def plot_joint(jr: dict) -> Figure:
     two, jh = jr["two_stage"], jr["joint"]["history"]
     h1, h2 = two["stage1"], two["stage2"]
     T0 = int(h1["step"][-1])
-    fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.5), layout="constrained")
+    fig, axes = plt.subplot_mosaic([["L", "L"], ["ov", "kq"]], figsize=(COLUMN, 6.6),
+                                   layout="constrained")  # fmt: skip
+    axes = [axes["L"], axes["ov"], axes["kq"]]
     ax = axes[0]
     ax.semilogy(jh["step"], jh["loss_L"], color=JOINT_COLOR, lw=1.6, label="joint")
     ax.semilogy(h2["step"] + T0, h2["loss"], color=STAGE2_COLOR, lw=1.6,
@@ -522,7 +526,7 @@ def plot_joint(jr: dict) -> Figure:
     ax.axvline(T0, color="0.7", lw=0.8)
     ax.set_title("loss $L$ on the sentences")
     ax.set_ylabel("nats")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left", fontsize=SMALL)
     for ax, m, lab in ((axes[1], "ov", "W_{ov}"), (axes[2], "kq", "W_{kq}")):
         ok = jh["step"] >= 1
         ax.loglog(jh["step"][ok], jh[f"dist_{m}"][ok], color=JOINT_COLOR, lw=1.6, label="joint")
@@ -530,9 +534,9 @@ def plot_joint(jr: dict) -> Figure:
         ok = h["step"] >= 1
         ax.loglog(h["step"][ok] + off, h[f"dist_{m}"][ok], color=STAGE1_COLOR if m == "ov"
                   else STAGE2_COLOR, lw=1.6, label="two-stage")  # fmt: skip
-        ax.set_title(f"direction of ${lab}$ towards ${lab}^*$")
+        ax.set_title(f"direction of ${lab}$\ntowards ${lab}^*$")
         ax.set_ylabel("normalised distance")
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="lower left", fontsize=SMALL)
     for ax in axes:
         ax.set_xlabel("total step")
     axes[0].xaxis.set_major_locator(MaxNLocator(5))
@@ -605,7 +609,9 @@ def bridge_run(
 
 def plot_bridge(br: dict) -> Figure:
     """Loss and the norms of both matrices for the two chains (log step axis)."""
-    fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.4), layout="constrained")
+    fig, axes = plt.subplot_mosaic([["L", "L"], ["ov", "kq"]], figsize=(COLUMN, 6.6),
+                                   layout="constrained")  # fmt: skip
+    axes = [axes["L"], axes["ov"], axes["kq"]]
     p, q = br["pq"]
     cols = {"deterministic": "#2ca02c", "binary": "#d62728"}
     labels = {"deterministic": "deterministic (p = q = 1)", "binary": f"binary ({p}, {q})"}
@@ -623,11 +629,12 @@ def plot_bridge(br: dict) -> Figure:
     axes[0].set_ylabel("nats")
     axes[1].axhline(np.linalg.norm(br["W_ov_opt"]), color="k", ls="--", lw=1,
                     label=r"$\|W_{ov}^{opt}\|$ (binary)")  # fmt: skip
-    axes[1].set_title(r"$\|W_{ov}\|_F$: grows only if realisable")
-    axes[2].set_title(r"$\|W_{kq}\|_F$: attention must single out $x_L$")
+    axes[1].set_title("$\\|W_{ov}\\|_F$:\ngrows only if realisable")
+    axes[2].set_title("$\\|W_{kq}\\|_F$: attention\nmust single out $x_L$")
     for ax in axes:
         ax.set_xlabel("GD step")
-        ax.legend(fontsize=8, loc="best")
+    axes[0].legend(fontsize=SMALL, loc="best")
+    axes[1].legend(fontsize=SMALL, loc="best")
     return fig
 
 
@@ -690,9 +697,9 @@ def plot_dataset_schematic(data: ntp.NTPDataset, n_show: int = 6) -> Figure:
     n_show = min(n_show, len(data))
     Lmax = int(data.lengths[:n_show].max())
     fig, (a1, a2) = plt.subplots(
-        1, 2, figsize=(10.0, 0.5 * n_show + 1.0), gridspec_kw={"width_ratios": [Lmax + 3, 3]}
+        1, 2, figsize=(COLUMN, 0.6 * n_show + 1.4), gridspec_kw={"width_ratios": [Lmax + 3, 3]}
     )
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.88, bottom=0.02, wspace=0.05)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.84, bottom=0.02, wspace=0.05)
     for r in range(n_show):
         y = n_show - 1 - r
         L = int(data.lengths[r])
@@ -716,23 +723,23 @@ def plot_dataset_schematic(data: ntp.NTPDataset, n_show: int = 6) -> Figure:
     a1.set_ylim(-0.3, n_show + 0.5)
     a1.axis("off")
     a1.set_title(
-        "sentences (query = last token, blue); optimal token x* framed red; next token n(x*)",
-        fontsize=9,
+        "sentences: query = last token (blue), optimal token x*\nframed red, next token n(x*)",
+        fontsize=SMALL,
     )
     n = data.collocation
     height = max(n_show, 1)
     ys = np.linspace(height - 0.1, 0.1, K) if K > 1 else np.array([height / 2])
     for x in range(K):
         for col in (0, 1):
-            a2.text(col, ys[x], str(x), ha="center", va="center", fontsize=8,
+            a2.text(col, ys[x], str(x), ha="center", va="center", fontsize=SMALL,
                     bbox={"boxstyle": "circle,pad=0.25", "fc": "white", "ec": "0.5", "lw": 0.6})  # fmt: skip
         if n[x] >= 0:
             a2.annotate("", xy=(0.88, ys[n[x]]), xytext=(0.12, ys[x]),
                         arrowprops={"arrowstyle": "-|>", "color": "#1f77b4", "lw": 0.9})  # fmt: skip
-    a2.text(0, height + 0.15, "$x$", ha="center", fontsize=9)
-    a2.text(1, height + 0.15, "$n(x)$", ha="center", fontsize=9)
+    a2.text(0, height + 0.15, "$x$", ha="center", fontsize=SMALL)
+    a2.text(1, height + 0.15, "$n(x)$", ha="center", fontsize=SMALL)
     a2.set_xlim(-0.3, 1.3)
     a2.set_ylim(-0.3, height + 0.5)
     a2.axis("off")
-    a2.set_title("collocation $x \\to n(x)$", fontsize=9)
+    a2.set_title("collocation\n$x \\to n(x)$", fontsize=SMALL)
     return fig
