@@ -344,3 +344,48 @@ def test_check_lists_every_problem_and_fix_drops_them(tmp_path, capsys):
     assert not other.dir.exists() and store.seeds() == [2]
     assert cli.main(["check", "--out", str(tmp_path)]) == 0
     assert "0 problem(s)" in capsys.readouterr().out
+
+
+# -- verify and --dry-run ---------------------------------------------------------------------
+
+
+def _tiny_experiment():
+    from markovformer.experiments.base import Experiment
+
+    jobs = tiny_jobs(steps=5, seeds=(0, 1))
+
+    def summary(results, jobs):
+        return {"final": [round(float(r[s]["exact_loss"][-1]), 3) for r in results for s in r]}
+
+    return Experiment("tiny", "a tiny experiment", lambda n, s: jobs, lambda r, j: None, 2,
+                      summary=summary)  # fmt: skip
+
+
+def test_verify_finds_the_same_bits_and_catches_a_changed_run(tmp_path):
+    from markovformer.verify import verify
+
+    exp = _tiny_experiment()
+    exp.run(tmp_path)
+    verdict = verify(exp, tmp_path)
+    assert verdict.ok and verdict.report_same and verdict.runs == 2
+    assert all(v == 0 for c in verdict.configs for v in c.curve_dev.values())
+    assert verdict.lines()[-1].startswith("PASS tiny: 2 run(s) trained again")
+    spec = exp.jobs(None, None)[0][0]
+    rec = spec.store(tmp_path).load(0)
+    rec["exact_loss"] = rec["exact_loss"] + 0.01  # a stored run that this code did not make
+    spec.store(tmp_path).save(0, rec, spec.store(tmp_path).info(0))
+    verdict = verify(exp, tmp_path)
+    assert not verdict.ok and verdict.report_same is False
+    assert verdict.configs[0].line(1e-3).startswith("FAIL") and "exact_loss" in verdict.lines()[0]
+
+
+def test_dry_run_counts_what_is_missing_and_estimates_it(tmp_path, capsys):
+    args = ["awm-1", "--steps", "3", "--seeds", "1", "--out", str(tmp_path)]
+    assert cli.main(["reproduce", *args, "--dry-run", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "awm-1          2 run(s) missing, about" in out and "with 2 worker(s)" in out
+    assert not list(tmp_path.glob("transformer-v2/*"))  # a dry run trains and writes nothing
+    assert cli.main(["reproduce", *args, "--quiet", "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main(["reproduce", *args, "--dry-run"]) == 0
+    assert "awm-1          complete" in capsys.readouterr().out
