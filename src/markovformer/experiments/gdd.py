@@ -521,14 +521,16 @@ def plot_joint(table: dict):
 
 
 def _joint_summary(results, jobs) -> dict:
+    """Counts and verdicts only: a single draw's numbers depend on the last bits of a float (see
+    JOINT), so the report says what holds for the distribution."""
     out = {}
     for kern, arms in joint_table(results, jobs).items():
         for arm, r in arms.items():
             out[f"{kern} {arm}"] = {
                 "draws": len(r["ratio"]),
                 "below_v_only": int((r["ratio"] < 1).sum()),
-                "median_ratio": round(float(np.median(r["ratio"])), 2),
-                "max_ratio": round(float(r["ratio"].max()), 1),
+                "median_ratio_at_most_1/3": bool(np.median(r["ratio"]) <= 1 / 3),
+                "max_ratio_at_most_1/2": bool(r["ratio"].max() <= 0.5),
             }
     return out
 
@@ -543,6 +545,7 @@ register(
         summary=_joint_summary,
         default_seeds=JOINT_SEEDS,
         chapter="06_attention_kernels",
+        verify_atol=None,  # chaotic draws: verify compares the report only
     )
 )
 
