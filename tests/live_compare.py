@@ -205,6 +205,7 @@ TOLERANCE = {
     "chain": (0, 1e-12), "grid": (1e-6, 1e-7), "reduction": (1e-9, 1e-9), "run": (1e-6, 1e-6),
     "canonical": (1e-7, 1e-9), "init": (1e-9, 1e-12), "kernel": (1e-9, 1e-12), "dataset": (0, 1e-12),
     "icl_step": (0, 1e-12),  # float16 maps decoded exactly, float32 curves passed through
+    "plateau": (0, 1e-12),  # as icl_step
 }  # fmt: skip
 #: sources compared as trajectories (an ODE integrated by another method): max distance
 TRAJECTORY_TOL = 2e-3

@@ -87,6 +87,17 @@ def _icl_run(seed: int, m: int = 8, depth: int = 2) -> dict:
 _ICL = [_icl_run(s) for s in (0, 1, 2)]
 
 
+def _plateau_run(arm: str, seed: int) -> dict:
+    """Data of the shape of :func:`markovformer.experiments.plateau.explorer_data`."""
+    d = _icl_run(seed + 10 * len(arm), m=6)
+    return {**d, "seed": seed, "arm": arm, "label": f"arm {arm}",
+            "unigram_gap": 0.12 if arm == "a" else 0.05,
+            "escape": None if arm == "b" and seed == 1 else 100 * (seed + 1)}  # fmt: skip
+
+
+_PLATEAU = [_plateau_run(a, s) for a in ("a", "b") for s in (0, 1)]
+
+
 # --------------------------------------------------------------------------------------------
 # The figures: first state, controls, output
 # --------------------------------------------------------------------------------------------
@@ -107,6 +118,7 @@ def _figures() -> dict:
         "kernel": lambda: live.kernel_explorer(0.5, 1.0, seed=1, n_seeds=4),
         "dataset": lambda: live.dataset_explorer(8, 6, 6, seed=1, seeds=range(0, 3)),
         "icl_step": lambda: live.icl_step_explorer(_ICL, seed=1, step=100),
+        "plateau": lambda: live.plateau_explorer(_PLATEAU, "a", 1, step=100),
     }
 
 
@@ -116,6 +128,7 @@ CONTROLS = {
     "run": {"menu", "step"}, "canonical": {"p", "q", "e0", "w0"},
     "init": {"p", "q", "logScale", "seed"}, "kernel": {"logC", "logScale", "seed"},
     "dataset": {"K", "N", "L", "seed"}, "icl_step": {"seed", "step"},
+    "plateau": {"arm", "seed", "step"},
 }  # fmt: skip
 
 
@@ -363,6 +376,10 @@ MOVES = {
     "icl_step": [({"step": 230}, lambda: live.icl_step_state(_ICL, 1, 230)),  # shows 200
                  ({"seed": "2", "step": 450}, lambda: live.icl_step_state(_ICL, 2, 450)),  # tie: 400
                  ({"seed": "0", "step": 0}, lambda: live.icl_step_state(_ICL, 0, 0))],
+    "plateau": [({"step": 230}, lambda: live.plateau_state(_PLATEAU, "a", 1, 230)),
+                ({"arm": "b", "step": 450}, lambda: live.plateau_state(_PLATEAU, "b", 1, 450)),
+                ({"seed": "0", "step": 0}, lambda: live.plateau_state(_PLATEAU, "a", 0, 0)),
+                ({"arm": "b", "seed": "0"}, lambda: live.plateau_state(_PLATEAU, "b", 0, 100))],
 }  # fmt: skip
 _RUNS = [_run((0.5, 0.8), 0), _run((0.2, 0.3), 1)]
 _MEASURED = {"switching": {"scale": [0.02, 0.1], "success": [0.25, 1.0]}}

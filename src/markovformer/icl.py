@@ -220,7 +220,7 @@ class RandomChains:
         return self.n_states**self.order
 
     def spec(self) -> dict:
-        """JSON description (the ``chain`` of a :class:`~markovformer.experiments.RunSpec`)."""
+        """JSON description (the ``chain`` of a :class:`~markovformer.experiments.base.RunSpec`)."""
         return {"kind": "random", "S": self.n_states, "k": self.order, "alpha": self.alpha}
 
     @classmethod
@@ -277,21 +277,29 @@ def sinkhorn(
     """Sinkhorn-Knopp: alternate row and column normalisation of positive square matrices
     ``(..., S, S)`` until every row and every column sums to 1 within ``tol`` (float64).
 
-    Each round divides the rows by their sums, then the columns by theirs; the loop stops after
-    a row normalisation whose column sums are all within ``tol`` of 1 (the rows are then exact
-    to rounding). For a matrix with positive entries the iteration converges linearly (Sinkhorn,
-    1964) to the unique doubly stochastic matrix D1 M D2 with positive diagonal D1, D2.
+    Each round divides the rows by their sums, then the columns by theirs; a matrix is done
+    after a row normalisation whose column sums are all within ``tol`` of 1 (its rows are then
+    exact to rounding), checked every ``check_every`` rounds; only the others go on. For a
+    matrix with positive entries the iteration converges linearly (Sinkhorn, 1964) to the
+    unique doubly stochastic matrix D1 M D2 with positive diagonal D1, D2.
     """
     if matrices.ndim < 2 or matrices.shape[-1] != matrices.shape[-2]:
         raise ValueError(f"sinkhorn needs square matrices (..., S, S), got {tuple(matrices.shape)}")
-    P = matrices.to(torch.float64)
-    if not bool((P > 0).all()):
+    S = matrices.shape[-1]
+    out = matrices.to(torch.float64).reshape(-1, S, S).clone()
+    if not bool((out > 0).all()):
         raise ValueError("sinkhorn needs matrices with positive entries")
+    active = torch.arange(out.shape[0], device=out.device)  # matrices not yet converged
+    P = out
     for it in range(max_iter):
         P = P / P.sum(-1, keepdim=True)
         col = P.sum(-2, keepdim=True)
-        if (it + 1) % check_every == 0 and float((col - 1).abs().max()) <= tol:
-            return P
+        if (it + 1) % check_every == 0:
+            done = (col - 1).abs().amax((-1, -2)) <= tol
+            out[active[done]] = P[done]
+            P, col, active = P[~done], col[~done], active[~done]
+            if active.numel() == 0:
+                return out.reshape(matrices.shape)
         P = P / col
     raise RuntimeError(f"sinkhorn did not reach {tol:g} in {max_iter} rounds")
 

@@ -809,3 +809,67 @@
     iclMap,
   };
 });
+
+/* Chapter 9: the stored runs of the plateau experiments (markovformer.live_plateau). Attached to
+ * the library above (window.MFLive in a page, module.exports in node), once. */
+(function (root) {
+  "use strict";
+  const L = root && root.MFLive;
+  if (!L || L.update.plateau) return;
+
+  /** A matrix (array of rows) as an image column (as image() above). */
+  function image(rows) {
+    const hgt = rows.length, wid = hgt ? rows[0].length : 0;
+    const flat = new Float64Array(hgt * wid);
+    rows.forEach((r, i) => flat.set(r, i * wid));
+    const B = typeof Bokeh !== "undefined" ? Bokeh : null;
+    if (B && B.require) return B.require("core/util/ndarray").ndarray(flat, { shape: [hgt, wid] });
+    flat.shape = [hgt, wid];
+    return flat;
+  }
+  const shown = new WeakMap(); // the run whose curves a figure shows (keyed by its curve source)
+
+  /** live_plateau.plateau_state: run (arm, seed) at its stored step nearest the slider. */
+  L.update.plateau = function (M) {
+    const arm = M.arm.value, seed = Number(M.seed.value), want = M.step.value;
+    const r = M.runs.find((x) => x.arm === arm && x.seed === seed);
+    const s = r.steps, m = r.m, floor = Math.fround(M.gapFloor);
+    let k = 0; // nearest stored step, ties to the earlier (numpy's argmin)
+    for (let i = 1; i < s.length; i++) {
+      if (Math.abs(s[i] - want) < Math.abs(s[k] - want)) { k = i; }
+    }
+    const step = s[k];
+    for (let l = 0; l < 2; l++) {
+      const rows = L.iclMap(r, k, l);
+      let vmax = 0;
+      for (let i = m > 4 ? 4 : 0; i < m; i++) for (const v of rows[i]) vmax = Math.max(vmax, v);
+      M.mapSources[l].data = { image: [image(rows)], x: [-0.5], y: [-0.5], dw: [m], dh: [m] };
+      M.mappers[l].high = Math.max(vmax, 1e-6);
+    }
+    M.map1Fig.title.text = `layer 1: previous-token score ${L.fmt(r.prev[k], 2)}`;
+    M.map2Fig.title.text = `layer 2: induction score ${L.fmt(r.ind[k], 2)}`;
+    const gap = Array.from(r.gap, (v) => Math.max(v, floor));
+    if (shown.get(M.curves) !== r) { // the run's curves, symbols and levels: when the run changes
+      const sym = Array.from(r.symbols, String), idx = Array.from({ length: m }, (_, i) => i);
+      M.symbols.data = { x: idx.concat(idx.map(() => -1.3)), y: idx.map(() => -1.3).concat(idx),
+        text: sym.concat(sym) };
+      const curves = { step: Array.from(s), gap: gap };
+      for (const n of M.strategies) curves[n] = Array.from(r.kl[n]);
+      M.curves.data = curves;
+      M.level.data = { y: [r.unigramGap] };
+      M.escape.data = { x: r.escape >= 0 ? [r.escape] : [] };
+      shown.set(M.curves, r);
+    }
+    M.gapNow.data = { step: [step], gap: [gap[k]] };
+    const now = M.strategies.map((n) => r.kl[n][k]);
+    let best = 0;
+    now.forEach((v, j) => { if (v < now[best]) best = j; });
+    M.klNow.data = { step: now.map(() => step), kl: now, color: M.strategyColors };
+    M.gapFig.title.text = `${r.label}, seed ${r.seed}, step ${step}:\n` +
+      `loss minus bigram loss ${L.fmt(r.gap[k], 3)} nats`;
+    const when = r.escape >= 0 ? `escape at step ${r.escape}` : `no escape by step ${s[s.length - 1]}`;
+    M.klFig.title.text = `closest strategy at step ${step}: ${M.strategies[best]}; ${when}`;
+    M.marker.location = step;
+    M.marker2.location = step;
+  };
+})(typeof window !== "undefined" ? window : globalThis);

@@ -360,3 +360,12 @@ def icl_step_explorer(runs: list[dict], seed: int = 0, step: int | None = None):
         plt.show()
 
     return _panel(draw, controls)
+
+
+def plateau_explorer(runs: list[dict], arm: str = "m = 3", seed: int = 0, step: int | None = None):
+    """An arm menu, a seed menu and a step slider over the stored runs of chapter 9 (``runs``:
+    :func:`markovformer.experiments.plateau.explorer_runs`, as the live figure
+    :func:`markovformer.live.plateau_explorer` takes); redraws ``plateau.explorer_figure``."""
+    from .experiments import plateau
+
+    return plateau.explorer(runs, arm, seed, step)

@@ -53,3 +53,12 @@ def icl_runs() -> list[dict]:
     results, jobs = experiments.get("icl-mc").load(DATA)
     res = next(r for r, (sp, _) in zip(results, jobs, strict=True) if sp.model.depth == 2)
     return [icl.step_explorer_data(results, jobs, depth=2, seed=s) for s in sorted(res)]
+
+
+@functools.cache
+def plateau_runs() -> list[dict]:
+    """Chapter 9: the explorer data of every (arm, seed) its live figure offers."""
+    from markovformer.experiments import plateau
+
+    results, jobs = plateau.load(DATA)
+    return plateau.explorer_runs(results, jobs)

@@ -286,6 +286,7 @@ MOVES = {
 
 def expected_state(kind: str, v: dict, scalars: dict) -> dict:
     """``live.<kind>_state`` for the controls' values ``v`` (and the figure's fixed arguments)."""
+    "plateau": [("step", 150), ("arm", "m = 3"), ("seed", "2"), ("step", 2990), ("step", 0)],
     if kind == "chain":
         n, length = scalars["shape"]
         return live.chain_state(v["p"], v["q"], int(v["seed"]), int(n), int(length))
@@ -314,6 +315,8 @@ def expected_state(kind: str, v: dict, scalars: dict) -> dict:
 
 def check_live(browser, fig: dict, problems: list[str], timings: dict) -> None:
     kind = fig["kind"]
+    if kind == "plateau":
+        return live.plateau_state(stored.plateau_runs(), v["arm"], int(v["seed"]), int(v["step"]))
     if kind not in MOVES:
         problems.append(f"live figure of unknown kind {kind!r}")
         return

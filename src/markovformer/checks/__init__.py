@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     ch5_initialisation,
     ch6_kernels,
     ch7_max_margin,
+    ch9_plateau,
 )
 
 __all__: list[str] = []
