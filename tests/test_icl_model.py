@@ -205,7 +205,9 @@ def test_eval_steps_grid():
     assert icl_exp.eval_steps(2000)[:3] == (0, 25, 50) and len(icl_exp.eval_steps(2000)) == 51
 
 
-def _fake_mc(one_layer_gap: float, two_layer_gap: float, transition: bool = True):
+def _fake_mc(
+    one_layer_gap: float, two_layer_gap: float, transition: bool = True, unigram: bool = True
+):
     """icl-mc results made by hand: 3 seeds, 100 steps, evaluations every 25 steps."""
     jobs = icl_exp._mc_jobs(3, 100)
     steps = np.array(icl_exp.eval_steps(100))  # 0, 25, 50, 75, 100
@@ -221,7 +223,7 @@ def _fake_mc(one_layer_gap: float, two_layer_gap: float, transition: bool = True
             "bayes_loss": np.full(100, 0.9),
             "icl_steps": steps,
             "icl/kl/uniform": np.array([0.0, 0.06, 0.1, 0.2, 0.2]),
-            "icl/kl/unigram": np.array([0.1, 0.02, 0.08, 0.1, 0.1]),
+            "icl/kl/unigram": np.array([0.1, 0.02, 0.08, 0.1, 0.1]) if unigram else np.full(5, 0.5),
             "icl/kl/bigram": big,
             "icl/prev_token": np.full((5, L, 1), 0.9),
             "icl/induction": np.full((5, L, 1), 0.95),
@@ -232,12 +234,15 @@ def _fake_mc(one_layer_gap: float, two_layer_gap: float, transition: bool = True
 
 def test_stage_and_head_claims_pass_and_fail_on_hand_made_runs():
     ok = icl_exp.stage_claims(None, *_fake_mc(one_layer_gap=0.1, two_layer_gap=0.004))
-    assert [c.passed for c in ok] == [True, True, True]
-    assert ok[0].measured == 3  # all three seeds: unigram closest at step 25, bigram from 75 on
+    assert [c.passed for c in ok] == [True, True, True, True]
+    assert ok[0].measured == 3  # all three seeds: unigram closest at step 25,
+    assert ok[1].measured == 3  # and bigram from 75 on
     bad = icl_exp.stage_claims(None, *_fake_mc(one_layer_gap=0.004, two_layer_gap=0.004))
-    assert [c.passed for c in bad] == [True, True, False]  # one layer reaching Bayes fails
+    assert [c.passed for c in bad] == [True, True, True, False]  # one layer reaching Bayes
     none = icl_exp.stage_claims(None, *_fake_mc(0.1, 0.03, transition=False))
-    assert [c.passed for c in none] == [False, False, True]
+    assert [c.passed for c in none] == [True, False, False, True]  # no transition
+    skip = icl_exp.stage_claims(None, *_fake_mc(0.1, 0.004, unigram=False))
+    assert [c.passed for c in skip] == [False, True, True, True]  # no unigram stage
     heads = icl_exp.head_claims(None, *_fake_mc(0.1, 0.004))
     assert all(c.passed for c in heads)
 

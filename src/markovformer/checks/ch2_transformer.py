@@ -186,7 +186,7 @@ def plateau_claims(root: Path = DATA, pl: dict | None = None) -> list[Claim]:
     seeds = f"seeds 0-{km.runs - 1}, paper settings"
     return [
         Claim(CH, "tied runs still on the plateau at step 300", km.at(300), (0.75, None),
-              digits=2, seeds=seeds, source="[paper]"),
+              digits=2, seeds=seeds, tuned=True),
         Claim(CH, "Kaplan-Meier median escape step (censored at 1000)",
               km.median if km.median is not None else np.inf, (300, None), digits=0,
               seeds=seeds),

@@ -67,11 +67,11 @@ def threshold(root: Path | None = None, sweep: dict | None = None) -> list[Claim
                   seeds=seeds, source="[derived]"),
             Claim(CH, f"{kern}: smallest W_V-only optimum below the threshold (of f(0))",
                   d["optimum"][~above].min(), (0.05, None), seeds=seeds, digits=3,
-                  source="[derived]"),
+                  source="[derived]", tuned=True),
             Claim(CH, f"{kern}: largest W_V-only optimum at or above the threshold",
                   d["optimum"][above].max(), 0.0, tol=1e-12, seeds=seeds, source="[derived]"),
             Claim(CH, f"{kern}: largest gap of the mean optimum to 1 - HD/(Nn) below it", gap,
-                  0.0, tol=0.08, seeds=seeds, source="[derived]"),
+                  0.0, tol=0.08, seeds=seeds, source="[derived]", tuned=True),
         ]  # fmt: skip
     return out
 
@@ -94,7 +94,7 @@ def linear_rate(root: Path | None = None, rate_runs: list | None = None) -> list
                   r["mu_min"], tol=1e-9, seeds="seed 0", source="[derived]"),
             Claim(CH, f"{name}: last-step decrease / 1 - (1 - eta lambda_B^2)^2",
                   decrease / (1 - r["asymptotic"]), 1.0, tol=0.5, digits=2, seeds="seed 0",
-                  source="[derived]"),
+                  source="[derived]", tuned=True),
         ]  # fmt: skip
     return out
 

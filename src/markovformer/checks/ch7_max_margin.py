@@ -130,6 +130,7 @@ def algorithm1(root: Path | None = None, run: dict | None = None) -> list[Claim]
             tol=0.03,
             seeds=seeds,
             source="[paper]",
+            tuned=True,
         ),
         Claim(
             CH,
@@ -139,6 +140,7 @@ def algorithm1(root: Path | None = None, run: dict | None = None) -> list[Claim]
             tol=0.01,
             seeds=seeds,
             source="[paper]",
+            tuned=True,
         ),
         Claim(
             CH,
@@ -148,6 +150,7 @@ def algorithm1(root: Path | None = None, run: dict | None = None) -> list[Claim]
             tol=1e-4,
             seeds=seeds,
             source="[paper]",
+            tuned=True,
         ),
         Claim(
             CH,
@@ -157,6 +160,7 @@ def algorithm1(root: Path | None = None, run: dict | None = None) -> list[Claim]
             tol=0.01,
             seeds=seeds,
             source="[paper]",
+            tuned=True,
         ),
         Claim(
             CH,
@@ -166,6 +170,7 @@ def algorithm1(root: Path | None = None, run: dict | None = None) -> list[Claim]
             tol=0.05,
             seeds=seeds,
             source="[paper]",
+            tuned=True,
         ),
         Claim(
             CH,
@@ -174,7 +179,7 @@ def algorithm1(root: Path | None = None, run: dict | None = None) -> list[Claim]
             (0.95, None),
             digits=4,
             seeds=seeds,
-            source="[paper]",
+            tuned=True,
         ),
         Claim(
             CH,

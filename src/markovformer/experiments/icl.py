@@ -711,13 +711,19 @@ ORDER = register(
 CHAPTER_EXPERIMENTS = ("icl-mc", "icl-ablation", "icl-order")  # every run of the chapter
 
 
+def chapter_jobs() -> list:
+    """The (spec, seeds) jobs of every stored run of chapter 8 (icl-mc, icl-ablation, icl-order)."""
+    from .base import get
+
+    return [job for exp_id in CHAPTER_EXPERIMENTS for job in get(exp_id).jobs(None, None)]
+
+
 def training_seconds(root: str | Path) -> float:
     """Training time of every stored run of the chapter, from the manifests
     (:func:`markovformer.experiments.base.stored_training_seconds`)."""
-    from .base import get, stored_training_seconds
+    from .base import stored_training_seconds
 
-    jobs = [job for exp_id in CHAPTER_EXPERIMENTS for job in get(exp_id).jobs(None, None)]
-    return stored_training_seconds(jobs, root)
+    return stored_training_seconds(chapter_jobs(), root)
 
 
 # --------------------------------------------------------------------------------------------
@@ -821,8 +827,8 @@ def bayes_rate_claims(root: Path | None = None) -> list[Claim]:
         measured = float(np.mean(((r["bayes"] - r["entropy"]) * n)[250:]))
         target = float(redundancy_rate(S, k, 1.0))
         out.append(Claim(8, f"n x Bayes excess, S = {S}, k = {k}", measured, target,
-                         tol=0.08 * target, seeds="4000 sequences, seed 0", source="[derived]",
-                         digits=2))  # fmt: skip
+                         tol=0.08 * target, seeds="4000 sequences, seed 0, n = 250-499",
+                         source="[derived]", digits=2, tuned=True))  # fmt: skip
     return out
 
 
@@ -841,51 +847,59 @@ PREV_MIN, INDUCTION_MIN = 0.5, 0.8
 ORDER_SHALLOW_GAP = 0.05  # nats: depth 1 ends at least this far above it, every k
 
 
-def _seeds_text(res: dict) -> str:
+def _seeds_text(res: dict, settings: str = "") -> str:
+    """The seeds of ``res`` and the settings of its runs, as the claims table shows them."""
     s = sorted(res)
-    return f"seeds {s[0]}-{s[-1]}" if len(s) > 1 else f"seed {s[0]}"
+    text = f"seeds {s[0]}-{s[-1]}" if len(s) > 1 else f"seed {s[0]}"
+    return f"{text}, {settings}" if settings else text
+
+
+#: the settings of the runs, for the claims table (the other chapters' rows give them too)
+MC_SETTINGS = f"S = 3, k = 1, N = {ICL_N}, {ICL_T} steps"
+ORDER_SETTINGS = f"binary, N = {ORDER_N}, {ORDER_T} steps"
 
 
 @claims_of(8)
 def stage_claims(root: Path | None = None, results=None, jobs=None) -> list[Claim]:
     """[paper, ICL-MC] the stages uniform -> unigram -> bigram, and one layer against two: every
-    two-layer run is first closest to the in-context unigram, later (and to the end) to the
-    bigram; two layers end near the Bayes risk, one layer does not."""
+    two-layer run is at some step closest to the in-context unigram, and from some step to the
+    end closest to the bigram (each can fail on its own; that the unigram stage comes first then
+    follows from the definitions of :func:`stage_steps`, so it is not checked as a claim); two
+    layers end near the Bayes risk, one layer does not (thresholds ours)."""
     results, jobs = _load(root, MC, results, jobs)
     by = _by_depth(results, jobs)
     res2, res1 = by[2][0], by[1][0]
     steps = res2[min(res2)]["icl_steps"]
     st = [stage_steps(_kls(res2, s), steps) for s in sorted(res2)]
-    ordered = sum(
-        x["unigram_from"] is not None
-        and x["bigram_from"] is not None
-        and x["unigram_from"] < x["bigram_from"]
-        for x in st
-    )
+    unigram = sum(x["unigram_from"] is not None for x in st)
+    bigram = sum(x["bigram_from"] is not None for x in st)
     g2, g1 = final_gap(res2), final_gap(res1)
+    seeds2, seeds1 = _seeds_text(res2, MC_SETTINGS), _seeds_text(res1, MC_SETTINGS)
     return [
-        Claim(8, "2 layers: runs closest to unigram, then to bigram", ordered, len(st), 0,
-              _seeds_text(res2), "[paper]"),
+        Claim(8, "2 layers: runs closest to the in-context unigram at some step", unigram,
+              len(st), 0, seeds2, "[paper]"),
+        Claim(8, "2 layers: runs closest to the bigram from some step to the end", bigram,
+              len(st), 0, seeds2, "[paper]"),
         Claim(8, "2 layers: final gap to the Bayes risk (max over seeds)", float(g2.max()),
-              (None, GAP_TWO_LAYERS), 0.0, _seeds_text(res2), "[paper]", digits=4),
+              (None, GAP_TWO_LAYERS), 0.0, seeds2, digits=4, tuned=True),
         Claim(8, "1 layer: final gap to the Bayes risk (min over seeds)", float(g1.min()),
-              (GAP_ONE_LAYER, None), 0.0, _seeds_text(res1), "[paper]", digits=4),
+              (GAP_ONE_LAYER, None), 0.0, seeds1, digits=4, tuned=True),
     ]  # fmt: skip
 
 
 @claims_of(8)
 def head_claims(root: Path | None = None, results=None, jobs=None) -> list[Claim]:
     """[paper, ICL-MC] after the transition, layer 1 holds a previous-token head and layer 2 an
-    induction head (scores at the last step, on the probe batch)."""
+    induction head (scores at the last step, on the probe batch; thresholds ours)."""
     results, jobs = _load(root, MC, results, jobs)
     res = _by_depth(results, jobs)[2][0]
     prev = stack(res, "icl/prev_token")[:, -1, 0, 0]
     ind = stack(res, "icl/induction")[:, -1, 1, 0]
     return [
         Claim(8, "layer 1 previous-token score at the end (min over seeds)", float(prev.min()),
-              (PREV_MIN, None), 0.0, _seeds_text(res), "[paper]", digits=3),
+              (PREV_MIN, None), 0.0, _seeds_text(res, MC_SETTINGS), digits=3, tuned=True),
         Claim(8, "layer 2 induction score at the end (min over seeds)", float(ind.min()),
-              (INDUCTION_MIN, None), 0.0, _seeds_text(res), "[paper]", digits=3),
+              (INDUCTION_MIN, None), 0.0, _seeds_text(res, MC_SETTINGS), digits=3, tuned=True),
     ]  # fmt: skip
 
 
@@ -894,10 +908,12 @@ def order_claims(root: Path | None = None, results=None, jobs=None) -> list[Clai
     """[paper, CDS and 2L] with one head per layer, depth 2 and 3 learn the conditional k-gram in
     context for k = 1, 2, 3: both end below the level of the best strategy with a shorter context
     (k - 1 symbols), so they use all k; [paper, ICL-MC] depth 1 does not: it ends at least
-    ORDER_SHALLOW_GAP above the floor for every k. The threshold is ours, set from the runs."""
+    ORDER_SHALLOW_GAP above the floor for every k (the threshold is ours, set from the runs);
+    ours: at k = 1 every depth-3 seed ends above every depth-2 seed (what the runs support of
+    depth 3 against depth 2; at k = 2 and 3 the seeds overlap)."""
     results, jobs = _load(root, ORDER, results, jobs)
     table = order_table(results, jobs)
-    seeds = _seeds_text(results[0])
+    seeds = _seeds_text(results[0], ORDER_SETTINGS)
     out = []
     for k in ORDERS:
         deep = max(table[(k, L)]["mean"] for L in ORDER_DEPTHS if L >= 2)
@@ -907,5 +923,8 @@ def order_claims(root: Path | None = None, results=None, jobs=None) -> list[Clai
                          (None, level), 0.0, seeds, "[paper]", digits=4))  # fmt: skip
     shallow = min(table[(k, 1)]["mean"] for k in ORDERS)
     out.append(Claim(8, "depth 1: gap to the floor (smallest mean over k)", shallow,
-                     (ORDER_SHALLOW_GAP, None), 0.0, seeds, "[paper]", digits=4))  # fmt: skip
+                     (ORDER_SHALLOW_GAP, None), 0.0, seeds, digits=4, tuned=True))  # fmt: skip
+    apart = min(table[(1, 3)]["gap"]) - max(table[(1, 2)]["gap"])
+    out.append(Claim(8, "k = 1: smallest depth-3 gap minus largest depth-2 gap", float(apart),
+                     (0.0, None), 0.0, seeds, digits=4))  # fmt: skip
     return out
