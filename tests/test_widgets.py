@@ -141,3 +141,18 @@ def test_reduction_explorer_is_exact(point):
     assert diff < 1e-10
     pytest.importorskip("ipywidgets")
     assert len(widgets.reduction_explorer().children) == 2
+
+
+def test_a_log_slider_reads_out_the_value_it_was_given():
+    """The exponent grid holds log10(value): the readout shows 0.5, not the 0.501 of a grid
+    that starts at the lower end."""
+    import math
+
+    from markovformer.widgets import _log_slider
+
+    for value, lo, hi in ((0.5, -2, 0.6), (2.0, -1, 1.5), (1.0, -1, 1)):
+        s = _log_slider("x", value, lo, hi)
+        k = (math.log10(value) - s.min) / s.step
+        assert abs(k - round(k)) < 1e-9  # on the grid
+        assert f"{10 ** (s.min + round(k) * s.step):{s.readout_format}}" == f"{value:g}"
+        assert lo <= s.min < lo + s.step and hi - s.step < s.max <= hi

@@ -20,12 +20,15 @@ __all__ = [
     "in_ci",
     "elapsed",
     "glue_runtime",
+    "glue_cost",
+    "machines_text",
     "figure_text",
     "figure_png",
     "PNG_TEXT_KEY",
     "FIGURE_DPI",
     "FONT_SIZE",
     "COLUMN_INCHES",
+    "UNRECORDED",
 ]
 
 #: when this module was first imported: in a chapter, right after the kernel started
@@ -36,7 +39,9 @@ _START = time.perf_counter()
 #: shown at its natural size there, so text of :data:`FONT_SIZE` points renders at
 #: ``FONT_SIZE * FIGURE_DPI / 72`` px (12.5 px; the browser test asks for at least 11 px).
 FIGURE_DPI = 90
+#: the figures' default font size, points
 FONT_SIZE = 10
+#: the width of the text column, inches at :data:`FIGURE_DPI`
 COLUMN_INCHES = 7.5
 #: the PNG text chunk in which every figure records its smallest font size and its dpi
 PNG_TEXT_KEY = "markovformer:text"
@@ -141,7 +146,7 @@ def rounded(value, sig: int = 6):
 
 def glue(name: str, value, display: bool = False, sig: int = 6) -> None:
     """Store ``value``, rounded to ``sig`` significant digits (:func:`rounded`), under ``name``
-    for the book's prose ({glue:}`name`); a no-op outside myst-nb (e.g. on Colab)."""
+    for the book's prose (the ``{glue:text}`` role); a no-op outside myst-nb (e.g. on Colab)."""
     try:
         from myst_nb import glue as _glue
     except ImportError:  # e.g. on Colab, where the book tool chain is not installed
@@ -152,7 +157,8 @@ def glue(name: str, value, display: bool = False, sig: int = 6) -> None:
 def check(
     name: str, measured: float, expected, tol: float, digits: int | None = None, **claim
 ) -> None:
-    """Print ``measured vs expected`` for one claim and assert it (see :class:`Claim`).
+    """Print ``measured vs expected`` for one claim and assert it (see
+    :class:`markovformer.claims.Claim`).
 
     ``expected`` is a number or a (lo, hi) range; the printed decimals follow the tolerance
     unless ``digits`` is given.
@@ -182,5 +188,46 @@ def glue_runtime(name: str = "runtime", step: float = 5.0) -> None:
     was measured on under ``<name>_machine`` (e.g. "AMD EPYC, 2 cores, AVX512 kernels")."""
     from .artifacts import machine_text
 
-    glue(name, int(step * np.ceil(elapsed() / step)))
-    glue(f"{name}_machine", machine_text())
+    seconds, machine = int(step * np.ceil(elapsed() / step)), machine_text()
+    glue(name, seconds)
+    glue(f"{name}_machine", machine)
+    # for a reader in Jupyter, Binder or Colab, where the page's glued numbers do not render
+    print(f"Running time of this notebook: {seconds} s on {machine}.")
+
+
+#: how the book names a machine whose CPU its manifests did not record (the runs made before
+#: manifests recorded it all came from the book's 2-core build machine)
+UNRECORDED = "the 2-core machine that made them (its CPU model was not recorded)"
+
+
+def machines_text(machines) -> str:
+    """The machines of :func:`markovformer.experiments.base.stored_cost` in words, joined by
+    "; "; runs stored before the manifests recorded the CPU are named :data:`UNRECORDED`,
+    never a guessed CPU."""
+    known = [m for m in machines if not str(m).endswith("not recorded")]
+    unknown = len(known) < len(machines)
+    return "; ".join(known + ([UNRECORDED] if unknown else [])) or UNRECORDED
+
+
+def _short(value: float):
+    """A quantity as prose quotes it: a whole number from 10 on, else 2 significant digits."""
+    return int(round(value)) if value >= 10 else rounded(float(value), 2)
+
+
+def glue_cost(name: str, jobs, root) -> dict:
+    """Glue what the stored runs of ``jobs`` cost to compute, from their manifests
+    (:func:`markovformer.experiments.base.stored_cost`): ``<name>_min`` (minutes: whole from 10
+    on, else 2 significant digits), ``<name>_s`` (seconds, rounded up), ``<name>_per_run``
+    (seconds per run, as the minutes), ``<name>_runs`` and ``<name>_machine``
+    (:func:`machines_text`), so that every time the prose quotes names the machine it was
+    measured on. Returns the cost."""
+    from .experiments.base import stored_cost
+
+    cost = stored_cost(jobs, root)
+    seconds, runs = float(cost["seconds"]), max(int(cost["runs"]), 1)
+    glue(f"{name}_min", _short(seconds / 60))
+    glue(f"{name}_s", int(np.ceil(seconds)))
+    glue(f"{name}_per_run", _short(seconds / runs))
+    glue(f"{name}_runs", int(cost["runs"]))
+    glue(f"{name}_machine", machines_text(cost["machines"]))
+    return cost

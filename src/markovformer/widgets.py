@@ -57,11 +57,20 @@ def _slider(description: str, value: float, lo: float, hi: float, step: float = 
                          style=_style())  # fmt: skip
 
 
-def _log_slider(description: str, value: float, lo_exp: float, hi_exp: float):
-    """A float slider from 10**lo_exp to 10**hi_exp, logarithmic."""
+def _log_slider(description: str, value: float, lo_exp: float, hi_exp: float,
+                step: float = 0.05):  # fmt: skip
+    """A float slider from about 10**lo_exp to 10**hi_exp, logarithmic, in steps of ``step`` in
+    the exponent. The grid of exponents is shifted (by less than half a step) so that it holds
+    log10(value): the slider starts exactly at ``value`` and its readout shows it (0.5, not the
+    0.501 of the nearest point of a grid from lo_exp)."""
+    import math
+
     import ipywidgets as w
 
-    return w.FloatLogSlider(value=value, base=10, min=lo_exp, max=hi_exp, step=0.05,
+    start = math.log10(value)
+    lo = start - step * math.floor((start - lo_exp) / step + 1e-9)
+    hi = start + step * math.floor((hi_exp - start) / step + 1e-9)
+    return w.FloatLogSlider(value=value, base=10, min=lo, max=hi, step=step,
                             description=description, style=_style())  # fmt: skip
 
 
