@@ -30,7 +30,7 @@ def code_cells(path: Path) -> list[dict]:
 def test_every_toc_entry_exists_and_every_chapter_is_in_the_toc():
     entries = toc_files()
     for entry in entries:
-        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")), entry
+        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb", ".rst")), entry
     for nb in CHAPTERS:
         assert f"book/{nb.stem}" in entries, f"{nb.name} is not in _toc.yml"
 

@@ -128,6 +128,7 @@ def rank_one_(
     * "constant": alpha = (1, ..., 1)/sqrt(d), as in the authors' constant init;
     * "gaussian": alpha uniform on the sphere and beta = 2 |g|/|g| for a Gaussian g: rank one, but
       Adam's steps along sign(alpha) sign(beta)^T add a second direction (chapter 3).
+
     ``attention``: "zero" (W_Q = W_K = W_O = 0 and W_V = a alpha alpha^T: exactly the canonical
     model, the 3-D one if a != 0), or "gaussian" (attention at the default Gaussian init of scale
     ``attention_std``, W_O drawn as ``residual`` says, as in the authors' code).
@@ -348,7 +349,7 @@ def planted_(
     * layer 1's W_Q and W_K get s U U^T and s U R U^T added (R: :func:`planted_rotation` by
       ``offset``), so that their logits gain s^2 c^2 K(n - i - offset) / (sqrt(d) sigma_a
       sigma_b), largest at key i = n - offset, with s set so that the margin of that key over
-      its strongest rival is ``margin`` on average (:func:`_planted_scale`).
+      its strongest rival is ``margin`` on average (``_planted_scale``).
 
     Nothing is added to the model (no mask, no bias): training is free to undo the head.
     ``margin = 0`` gives the code in the positions and the Gaussian W_Q, W_K (the control of

@@ -137,7 +137,10 @@ class MarkovChain:
     ----------
     kernel : np.ndarray
         The transition kernel (float64, read-only).
-    n_states, order : int
+    n_states : int
+        The number of symbols ``S``.
+    order : int
+        The order ``k``.
     stationary_contexts : np.ndarray
         Stationary law of the last ``k`` symbols, shape ``(S,) * k``.
     stationary : np.ndarray

@@ -81,7 +81,8 @@ __all__ = [
     "cyclic_chain_dataset",
 ]
 
-PAD = -1  # padding token in a (N, L_max) array of sentences
+#: padding token in a (N, L_max) array of sentences
+PAD = -1
 
 
 # --------------------------------------------------------------------------------------------
