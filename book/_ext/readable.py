@@ -35,7 +35,9 @@ def on_builder_inited(app) -> None:
     if app.builder.format != "html":
         return
     app.add_css_file("readable.css")
-    app.add_js_file("readable.js", defer="defer", **{"data-min-math-scale": str(MIN_MATH_SCALE)})
+    app.add_js_file(
+        "readable.js", defer="defer", **{"data-min-math-scale": str(MIN_MATH_SCALE)}
+    )
 
 
 def on_build_finished(app, exception) -> None:

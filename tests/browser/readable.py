@@ -101,10 +101,10 @@ for (const el of all) {
                  text: snippet(el) });
   }
 }
-// keep the outermost of nested findings of one kind (an overflowing block's children overflow too)
+// keep the outermost of nested findings (an overflowing block's children overflow too)
 const inside = (a, b) => { for (let x = b; x; x = up(x)) if (x === a) return true; return false; };
-const overflow = found.filter((f) => !found.some((g) => g !== f && g.kind === f.kind &&
-  inside(g.el, f.el))).map(({ el, ...rest }) => rest);
+const overflow = found.filter((f) => !found.some((g) => g !== f && inside(g.el, f.el)))
+  .map(({ el, ...rest }) => rest);
 // the widest element of each kind, overflowing or not
 const kinds = { equation: "mjx-container[display='true']", code: ".cell_input pre",
   output: ".cell_output pre", "live figure": ".mf-live", table: "table", image: "img" };

@@ -1,11 +1,14 @@
 """The built book (_build/html) in a real browser: headless Chromium, every host but 127.0.0.1
 unreachable, the site served by a local http.server.
 
-Every page: no request to another host, no console error, math typeset (no raw TeX left), no
-Markdown table left unparsed, every image loads, every figure has a number, a caption and real alt
-text, no printed output, image or live figure overflows the text column at a 1280-px window, no
-image is shrunk below 0.6 of its natural width, the Binder and Colab links open the page's own
-notebook, and the page weighs at most 6 MB with everything it loads. Every live figure starts with
+Every page: no request to another host, no console error or warning, math typeset (no raw TeX
+left), no Markdown table left unparsed, every image loads, every figure has a number, a caption and
+real alt text, no image is shrunk below 0.6 of its natural width, the Binder and Colab links open
+the page's own notebook, and the page weighs at most 6 MB with everything it loads. At a 1280-px
+window and at a 390-px phone, nothing in the article is wider than its column (equations, code,
+output, live figures, tables, images: ``readable.py``) and no static figure's text renders under
+11 px (computed from the font size and dpi each PNG records, and the width it is shown at; on a
+phone a figure may instead open full size when tapped, and is then measured there). Every live figure starts with
 what the package computes and, when its controls move, changes to what the package computes for
 the new values, in the time budget. A screenshot of every page goes to _build/screenshots/ (not
 committed).
@@ -33,6 +36,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: live_compare
+import readable  # noqa: E402
 import stored  # noqa: E402
 from live_compare import ENCODE_JS, assert_state, decode, spec  # noqa: E402
 
@@ -44,7 +48,8 @@ ROOT = Path(__file__).resolve().parents[2]
 _BUILD = Path(os.environ.get("MARKOVFORMER_BUILD", ROOT / "_build"))
 SITE = _BUILD / "html" if (_BUILD / "html").is_dir() else _BUILD / "_build" / "html"
 SHOTS = SITE.parent / "screenshots"
-WINDOW = (1280, 1000)
+WINDOW = readable.WIDTHS["desktop"]
+PHONE = readable.WIDTHS["phone"]
 PAGE_BUDGET = 6 * 2**20  # bytes a chapter page loads, with its data and scripts
 SITE_BUDGET = 80 * 2**20  # bytes of the whole built site
 SHRINK_LIMIT = 0.6  # an image shown below this fraction of its natural width is unreadable
@@ -281,12 +286,12 @@ MOVES = {
     "kernel": [("logC", 1.0), ("seed", 3)],
     "dataset": [("seed", 2), ("K", 10)],
     "icl_step": [("step", 250), ("seed", "3"), ("step", 1950), ("step", 0)],
+    "plateau": [("step", 150), ("arm", "m = 3"), ("seed", "2"), ("step", 2990), ("step", 0)],
 }
 
 
 def expected_state(kind: str, v: dict, scalars: dict) -> dict:
     """``live.<kind>_state`` for the controls' values ``v`` (and the figure's fixed arguments)."""
-    "plateau": [("step", 150), ("arm", "m = 3"), ("seed", "2"), ("step", 2990), ("step", 0)],
     if kind == "chain":
         n, length = scalars["shape"]
         return live.chain_state(v["p"], v["q"], int(v["seed"]), int(n), int(length))
@@ -310,13 +315,13 @@ def expected_state(kind: str, v: dict, scalars: dict) -> dict:
         return live.dataset_state(int(v["K"]), int(v["N"]), int(v["L"]), int(v["seed"]))
     if kind == "icl_step":
         return live.icl_step_state(stored.icl_runs(), int(v["seed"]), int(v["step"]))
+    if kind == "plateau":
+        return live.plateau_state(stored.plateau_runs(), v["arm"], int(v["seed"]), int(v["step"]))
     raise ValueError(kind)
 
 
 def check_live(browser, fig: dict, problems: list[str], timings: dict) -> None:
     kind = fig["kind"]
-    if kind == "plateau":
-        return live.plateau_state(stored.plateau_runs(), v["arm"], int(v["seed"]), int(v["step"]))
     if kind not in MOVES:
         problems.append(f"live figure of unknown kind {kind!r}")
         return
@@ -368,6 +373,7 @@ def _all_names(kind: str) -> dict:
 HASHY = re.compile(r"^[0-9a-f]{16,}|\.(png|jpe?g|svg|gif)$", re.IGNORECASE)
 CHAPTER = re.compile(r"^book/(\d\d_[a-z0-9_]+)\.html$")
 TIMINGS: dict[str, dict] = {}
+READABLE: dict[str, dict] = {}  # per page and width: the widest elements, the smallest figure text
 
 
 def _other_hosts(perf_log: list[dict], base: str) -> list[str]:
@@ -385,20 +391,36 @@ def _other_hosts(perf_log: list[dict], base: str) -> list[str]:
     return sorted(urls)
 
 
-def _screenshot(browser, page: str) -> None:
+def _screenshot(browser, page: str, window: tuple[int, int] = WINDOW, suffix: str = "") -> None:
     """The whole page at the window's width (the viewport stretched to the page's height)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     height = int(browser.execute_script("return document.documentElement.scrollHeight"))
     height = min(height, 30000)
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": WINDOW[0], "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+        "width": window[0], "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
     try:
         time.sleep(0.3)
         shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
     finally:
-        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    name = page.replace("/", "_").removesuffix(".html") + ".png"
+        if window == WINDOW:
+            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        else:
+            _emulate(browser, window)
+    name = page.replace("/", "_").removesuffix(".html") + suffix + ".png"
     (SHOTS / name).write_bytes(base64.b64decode(shot["data"]))
+
+
+def _emulate(browser, window: tuple[int, int]) -> None:
+    """A viewport of ``window`` (width, height) CSS pixels, as on a phone held upright."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": window[0], "height": window[1], "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+
+
+def _console(browser) -> list[str]:
+    """Every console error and warning since the last call (the page's own, and the browser's
+    about the page: a missing favicon, a failed resource)."""
+    return [f"console {e['level'].lower()}: {e['message'][:300]}"
+            for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]  # fmt: skip
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -415,6 +437,11 @@ def test_page(page, site, server, browser):
         problems.append(f"the page did not settle: {ready['error']}")
     if ready.get("lives") and not ready.get("bokeh"):
         problems.append("live figures present but BokehJS did not render them")
+
+    # readable at 1280 px: nothing wider than the column, figure text at least 11 px
+    found, summary = readable.audit(browser, site, page, "desktop")
+    problems += found
+    READABLE.setdefault(page, {})["desktop"] = summary
 
     # math
     problems += [f"raw TeX left in the text: {r!r}" for r in facts["raw"]]
@@ -482,13 +509,34 @@ def test_page(page, site, server, browser):
     # the network and the console, last: they include what the live figures did
     others = _other_hosts(browser.get_log("performance"), server)
     problems += [f"request to another host: {u}" for u in others]
-    # (the browser's own probe for /favicon.ico is no part of the page)
-    errors = [e["message"] for e in browser.get_log("browser")
-              if e["level"] == "SEVERE" and "/favicon.ico" not in e["message"]]  # fmt: skip
-    problems += [f"console error: {e[:300]}" for e in errors]
+    problems += _console(browser)
     TIMINGS[page] = {"bytes": facts["bytes"], "lives": timings, "settle_ms": ready.get("ms")}
     print(f"{page}: {facts['bytes'] / 2**20:.2f} MB, live updates (ms) {timings}")
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_on_a_phone(page, site, server, browser):
+    """The page on a 390 x 844 phone: nothing wider than the column (equations shrink, code and
+    tables wrap, live figures stack their panels), every control of a live figure within the
+    column, figure text at least 11 px (or full size when tapped), no console error or warning."""
+    if page == "(no built book)":
+        pytest.fail(f"no pages in {SITE}", pytrace=False)
+    browser.get_log("browser")
+    _emulate(browser, PHONE)
+    try:
+        browser.get(f"{server}/{page}")
+        ready = browser.execute_async_script(WAIT_JS)
+        problems = [f"the page did not settle: {ready['error']}"] if "error" in ready else []
+        found, summary = readable.audit(browser, site, page, "phone")
+        problems += found
+        READABLE.setdefault(page, {})["phone"] = summary
+        _screenshot(browser, page, PHONE, suffix="_phone")
+        problems += _console(browser)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        browser.set_window_size(*WINDOW)
+    assert not problems, f"{page} on a phone:\n  " + "\n  ".join(problems)
 
 
 def test_site_size(site):
@@ -507,4 +555,7 @@ def teardown_module(module):
     if TIMINGS:
         SHOTS.mkdir(parents=True, exist_ok=True)
         (SHOTS / "timings.json").write_text(json.dumps(TIMINGS, indent=1))
+    if READABLE:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        (SHOTS / "readable.json").write_text(json.dumps(READABLE, indent=1, ensure_ascii=False))
     time.sleep(0)
