@@ -178,7 +178,7 @@ def test_chain_state_is_the_package():
     np.testing.assert_array_equal(state["sources"]["bits"]["image"][0], bits)
     chain = BinaryChain(0.3, 0.6)
     assert state["sources"]["levels"]["value"] == [chain.entropy_rate, chain.unigram_loss]
-    assert state["titles"]["rasterFig"].endswith("(sticky, lag-1 correlation +0.10)")
+    assert state["titles"]["rasterFig"].endswith(": sticky, lag-1 corr. +0.10")
 
 
 def test_grid_state_reads_the_stored_cell():

@@ -440,8 +440,8 @@
     };
     M.point.data = { p: [p], q: [q] };
     const corr = 1 - p - q, kind = regime(p, q) === "iid" ? "i.i.d." : regime(p, q);
-    M.rasterFig.title.text = `samples of the chain p = ${fmt(p, 2)}, q = ${fmt(q, 2)} (${kind}, ` +
-      `lag-1 correlation ${corr >= 0 ? "+" : ""}${fmt(corr, 2)})`;
+    M.rasterFig.title.text = `p = ${fmt(p, 2)}, q = ${fmt(q, 2)}: ${kind}, ` +
+      `lag-1 corr. ${corr >= 0 ? "+" : ""}${fmt(corr, 2)}`;
     M.barFig.title.text = `gap ${fmt(U - H, 4)} nats`;
   };
 

@@ -254,14 +254,13 @@ def chain_state(p: float, q: float, seed: int, n_sequences: int = 6, length: int
         {
             "bits": {"image": [bits.astype(np.float32)], "x": [0], "y": [0], "dw": [length],
                      "dh": [n_sequences]},
-            "levels": {"name": ["bigram (entropy rate)", "unigram (stationary entropy)"],
+            "levels": {"name": ["entropy rate", "unigram loss"],
                        "value": [rate, unigram], "label": [f"{rate:.4f}", f"{unigram:.4f}"],
                        "color": [BIGRAM_COLOR, UNIGRAM_COLOR]},
             "point": {"p": [p], "q": [q]},
         },
         {
-            "rasterFig": f"samples of the chain p = {p:.2f}, q = {q:.2f} ({kind}, lag-1 "
-            f"correlation {sign}{abs(corr):.2f})",
+            "rasterFig": f"p = {p:.2f}, q = {q:.2f}: {kind}, lag-1 corr. {sign}{abs(corr):.2f}",
             "barFig": f"gap {unigram - rate:.4f} nats",
         },
     )  # fmt: skip

@@ -124,8 +124,9 @@ for (const [kind, sel] of Object.entries(kinds)) {
         .filter((b) => b.width > 0);
       need = Math.max(need, ...inner.map((b) => b.right - r.left), 0);
     }
-    if (!widest[kind] || need > widest[kind].width)
-      widest[kind] = { width: Math.round(need), text: snippet(el) };
+    const bound = Math.round(boundOf(el).width);
+    if (!widest[kind] || need / bound > widest[kind].width / widest[kind].bound)
+      widest[kind] = { width: Math.round(need), bound: bound, text: snippet(el) };
   }
 }
 const images = Array.from(article.querySelectorAll("img")).filter(visible).map((img, i) => {
