@@ -286,7 +286,7 @@ def test_worker_processes_give_the_runs_of_one_process(tmp_path):
     seq = run_specs(jobs, tmp_path / "one")
     logs: list[str] = []
     par = run_specs(jobs, tmp_path / "two", workers=2, log=logs.append)
-    assert any("2 worker processes" in m for m in logs)
+    assert any("2 local worker processes" in m for m in logs)  # the Dask LocalCluster
     for a, b in zip(seq, par, strict=True):
         for s in (0, 1):
             for key in ("exact_loss", "bayes_loss", "icl/kl/bigram"):

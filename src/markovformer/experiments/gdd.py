@@ -655,7 +655,7 @@ def plot_qk(results, jobs):
         ax.axhline(QK_SOLVED, color="grey", lw=0.8, ls=":")
         ax.set_ylim(1e-10, 3)
         ax.set_xlabel("GD step (W_Q, W_K only)")
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=9, loc="lower left")
     np.atleast_1d(axes)[0].set_ylabel("loss / initial loss")
     fig.tight_layout()
     return fig
@@ -842,7 +842,7 @@ def plot_standins(results, jobs):
         top.axhline(0.5, color="grey", lw=0.8, ls=":")
         bottom.set_ylabel("loss (solid: train, smoothed; dashed: test)")
         bottom.set_xlabel("training step")
-        top.legend(fontsize=8)
+        top.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -987,7 +987,7 @@ def plot_bridge(results, jobs):
                          f"{d['reached']}/{d['runs']} reach the bigram loss", fontsize=9)  # fmt: skip
             if ax is row[0]:
                 ax.set_ylabel("exact conditional loss")
-        row[0].legend(fontsize=7, loc="upper right")
+        row[0].legend(fontsize=9, loc="upper right")
     for ax in axes[-1]:
         ax.set_xlabel("training step")
     fig.tight_layout()
