@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="every stored run (default: one seed of every configuration)",
     )  # fmt: skip
     v.add_argument("--out", type=_out_dir, default=BOOK_DATA, help="default: book/data")
+    v.add_argument(
+        "--save", type=_out_dir, default=None, metavar="DIR",
+        help="also write what was found, with this machine, to DIR/ID.json",
+    )  # fmt: skip
     engine(v)
     k = sub.add_parser("check", help="list every problem of a results directory")
     k.add_argument("--out", type=_out_dir, default=BOOK_DATA, help="default: book/data")
@@ -294,6 +298,10 @@ def _verify(exps, args) -> int:
             return _error(f"{exp.id}: {exc}")
         for line in verdict.lines():
             print(line, flush=True)
+        if args.save is not None:
+            path = args.save / f"{exp.id}.json"
+            atomic_write(path, json.dumps(verdict.to_dict(), indent=1, default=float).encode())
+            print(f"saved: {path}")
         failed += not verdict.ok
     return 1 if failed else 0
 

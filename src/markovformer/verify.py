@@ -77,6 +77,21 @@ class Verdict:
     def ok(self) -> bool:
         return all(c.ok for c in self.configs) and self.report_same is not False
 
+    def to_dict(self) -> dict:
+        """What was found, with the machine it ran on (``markovformer verify --save``)."""
+        from .artifacts import machine_info
+
+        return {
+            "experiment": self.experiment, "ok": self.ok, "runs": self.runs,
+            "seconds": round(self.seconds, 1), "curve_atol": self.atol,
+            "report_same": self.report_same, "report_diff": self.report_diff,
+            "machine": machine_info(),
+            "configs": [{"name": c.name, "seeds": c.seeds, "ok": c.ok,
+                         "curve_deviation": c.curve_dev,
+                         "largest_other": {"array": c.other_dev[0], "deviation": c.other_dev[1]}}
+                        for c in self.configs],
+        }  # fmt: skip
+
     def lines(self) -> list[str]:
         out = [c.line(self.atol) for c in self.configs]
         if self.report_same is None:
