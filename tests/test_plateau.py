@@ -459,3 +459,15 @@ def test_plateau_callback_over_moves_and_broken_versions_are_caught(broken, tmp_
                 raise
             problems += 1
     assert broken is None or problems > 0
+
+
+def test_matched_alpha_gives_the_bigram_the_doubly_stochastic_advantage():
+    """The control arm of plateau-prior: Dirichlet rows with alpha = MATCHED_ALPHA leave the
+    bigram the same advantage over the uniform prediction as doubly stochastic kernels, and the
+    unigram strategy a positive one (where the doubly stochastic prior leaves it none)."""
+    ds = P.prior_levels("doubly-stochastic", n_sequences=2000)
+    a = P.prior_levels("dirichlet", n_sequences=2000, alpha=P.MATCHED_ALPHA)
+    assert abs((ds["uniform"] - ds["bigram"]) - (a["uniform"] - a["bigram"])) < 0.01
+    assert a["uniform"] - a["unigram"] > 0.03
+    assert ds["uniform"] - ds["unigram"] < 0
+    assert P.arm_spec(P.ARMS["alpha 1.6"]).chain["alpha"] == P.MATCHED_ALPHA

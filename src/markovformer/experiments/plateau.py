@@ -67,22 +67,34 @@ __all__ = [
 ]
 
 NAMESPACE = "plateau"
-PLATEAU_T = 3000  # steps: see chapter 9 ("How long to train")
+#: training steps of every run (chapter 9, "How long to train": five times the latest escape of
+#: chapter 8's runs)
+PLATEAU_T = 3000
+#: seeds per arm (0-9, the same in every arm)
 PLATEAU_SEEDS = 10
+#: steps between two in-context evaluations (KL to each strategy, losses, head scores, maps)
 EVAL_EVERY = 25
+#: the attention maps stored cover the first MAP_LEN positions of one probe sequence
 MAP_LEN = 12
+#: the doubly stochastic prior of plateau-prior (S = 3, k = 1, alpha = 1)
 DS_PRIOR = DoublyStochasticChains(3, 1, 1.0)
+#: Dirichlet rows with this alpha leave the in-context bigram the same advantage over the uniform
+#: prediction as the doubly stochastic prior (0.128 nats over N = 100 positions, both by Monte
+#: Carlo), while the in-context unigram keeps one: the control of plateau-prior
+MATCHED_ALPHA = 1.6
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: depth, prior ("dirichlet" or "doubly-stochastic"), init and its arguments."""
+    """One arm: depth, prior ("dirichlet" or "doubly-stochastic") and its alpha, init and its
+    arguments."""
 
     label: str
     depth: int = 2
     prior: str = "dirichlet"
     init: str = "gaussian"
     init_kwargs: tuple[tuple[str, object], ...] = ()
+    alpha: float = 1.0
 
 
 def _planted(margin: float, offset: int = 1) -> tuple:
@@ -96,6 +108,7 @@ ARMS: dict[str, Arm] = {
     "std 0.1": Arm("std 0.1", init_kwargs=(("std", 0.1),)),
     "one layer": Arm("one layer (std 0.02)", depth=1),
     "doubly stochastic": Arm("doubly stochastic", prior="doubly-stochastic"),
+    "alpha 1.6": Arm("Dirichlet, alpha = 1.6", alpha=MATCHED_ALPHA),
     "m = 0": Arm("planted, m = 0", init="planted", init_kwargs=_planted(0)),
     "m = 1": Arm("planted, m = 1", init="planted", init_kwargs=_planted(1)),
     "m = 3": Arm("planted, m = 3", init="planted", init_kwargs=_planted(3)),
@@ -105,7 +118,7 @@ ARMS: dict[str, Arm] = {
 #: the arms of each experiment id, in the order of its figure and table
 EXPERIMENT_ARMS = {
     "plateau-scale": ("std 0.002", "standard", "std 0.1", "one layer"),
-    "plateau-prior": ("standard", "doubly stochastic"),
+    "plateau-prior": ("standard", "doubly stochastic", "alpha 1.6"),
     "plateau-circuit": ("standard", "m = 0", "m = 1", "m = 3", "offset 2"),
 }
 
@@ -113,14 +126,15 @@ EXPERIMENT_ARMS = {
 COMPARISONS = {
     "plateau-scale": (("std 0.002", "standard"), ("std 0.1", "standard"),
                       ("one layer", "standard")),
-    "plateau-prior": (("doubly stochastic", "standard"),),
+    "plateau-prior": (("doubly stochastic", "standard"), ("alpha 1.6", "standard"),
+                      ("doubly stochastic", "alpha 1.6")),
     "plateau-circuit": (("m = 0", "standard"), ("m = 1", "m = 0"), ("m = 3", "m = 0"),
                         ("offset 2", "m = 0"), ("m = 3", "offset 2")),
 }  # fmt: skip
 
 ARM_COLORS = {
     "std 0.002": "#9467bd", "standard": "#000000", "std 0.1": "#2ca02c", "one layer": "#7f7f7f",
-    "doubly stochastic": "#1f77b4", "m = 0": "#8c564b", "m = 1": "#ff7f0e", "m = 3": "#d62728",
+    "doubly stochastic": "#1f77b4", "alpha 1.6": "#bcbd22", "m = 0": "#8c564b", "m = 1": "#ff7f0e", "m = 3": "#d62728",
     "offset 2": "#17becf",
 }  # fmt: skip
 
@@ -141,7 +155,9 @@ def plateau_train(steps: int, maps: bool) -> TrainConfig:
 
 
 def _prior(arm: Arm) -> RandomChains:
-    return DS_PRIOR if arm.prior == "doubly-stochastic" else ICL_PRIOR
+    if arm.prior == "doubly-stochastic":
+        return DoublyStochasticChains(3, 1, arm.alpha)
+    return RandomChains(3, 1, arm.alpha)
 
 
 def arm_spec(arm: Arm, steps: int | None = None) -> RunSpec:
@@ -208,12 +224,15 @@ def survival(res: dict[int, dict]) -> analysis.Survival:
 
 def escape_table(results, jobs) -> dict[str, dict]:
     """Per arm: runs, escaped, censored, Kaplan-Meier median and its 95% interval (None: beyond
-    the last step), and the escape step of every seed (None: censored)."""
+    the last step), the escape step of every seed (None: censored), and how many runs were ever
+    closest to the in-context unigram strategy (the plateau of chapter 8)."""
     out = {}
     for key, res in by_arm(results, jobs).items():
         times, observed = escape_times(res)
         km = survival(res)
+        stages = [stage_steps(_kls(res[s]), res[s]["icl_steps"]) for s in sorted(res)]
         out[key] = {
+            "unigram closest": sum(st["unigram_from"] is not None for st in stages),
             "label": ARMS[key].label,
             "runs": km.runs,
             "escaped": km.escaped,
@@ -233,13 +252,14 @@ def logrank_table(results, jobs, pairs) -> dict[tuple[str, str], analysis.LogRan
             for a, b in pairs}  # fmt: skip
 
 
-@functools.lru_cache(maxsize=4)
-def prior_levels(prior: str = "dirichlet", n_sequences: int = 4000) -> dict[str, float]:
+@functools.lru_cache(maxsize=8)
+def prior_levels(prior: str = "dirichlet", n_sequences: int = 4000,
+                 alpha: float = 1.0) -> dict[str, float]:  # fmt: skip
     """Mean per-position losses over N = 100 predictions under a prior (Monte Carlo, exact over
     the next symbol, seed 0): ``bayes`` is the add-alpha bigram (the Bayes predictor for
     Dirichlet rows; only a reference for doubly stochastic kernels), ``entropy`` an oracle that
     knows the drawn kernel, and each strategy."""
-    pr = DS_PRIOR if prior == "doubly-stochastic" else ICL_PRIOR
+    pr = _prior(Arm("", prior=prior, alpha=alpha))
     r = bayes_risk(pr, ICL_N, n_sequences, seed=0)
     return {k: float(np.mean(v)) for k, v in r.items() if k not in ("bayes_se", "bayes_mean_se")}
 
@@ -358,7 +378,7 @@ def explorer_data(results, jobs, arm: str, seed: int) -> dict:
     res = by_arm(results, jobs)[arm]
     rec = res[seed]
     times, observed = escape_times({seed: rec})
-    lv = prior_levels(ARMS[arm].prior)
+    lv = prior_levels(ARMS[arm].prior, alpha=ARMS[arm].alpha)
     kls = _kls(rec)
     return {
         "arm": arm, "label": ARMS[arm].label, "seed": int(seed),
@@ -506,7 +526,7 @@ def ds_bayes_gap(positions=(5, 20, 50, 99), n_sequences: int = 200, n_draws: int
 
 #: short names of the arms, for glue keys
 SLUGS = {"std 0.002": "s0002", "standard": "std", "std 0.1": "s01", "one layer": "one",
-         "doubly stochastic": "ds", "m = 0": "m0", "m = 1": "m1", "m = 3": "m3",
+         "doubly stochastic": "ds", "alpha 1.6": "a16", "m = 0": "m0", "m = 1": "m1", "m = 3": "m3",
          "offset 2": "off2"}  # fmt: skip
 
 
@@ -534,14 +554,16 @@ def table_lines(table: dict, arms, tests: dict | None = None, pairs=()) -> list[
 
 
 def glue_values(table: dict, tests: dict) -> dict:
-    """Values for the chapter's prose: per arm ``<slug>_esc``, ``_cens``, ``_med``, ``_lo``,
-    ``_hi`` (steps, or "> T" text when beyond the last step), and per comparison
+    """Values for the chapter's prose: per arm ``<slug>_esc``, ``_cens``, ``_uni`` (runs ever
+    closest to the unigram strategy), ``_med``, ``_lo``, ``_hi`` (steps, or "> T" text when
+    beyond the last step), and per comparison
     ``p_<a>_<b>`` and ``z_<a>_<b>``."""
     out = {}
     for a, row in table.items():
         s, T = SLUGS[a], row["horizon"]
         out[f"{s}_esc"] = row["escaped"]
         out[f"{s}_cens"] = row["censored"]
+        out[f"{s}_uni"] = row["unigram closest"]
         for key, v in (("med", row["median"]), ("lo", row["median CI"][0]),
                        ("hi", row["median CI"][1])):  # fmt: skip
             out[f"{s}_{key}"] = _step_text(v, T)
