@@ -286,7 +286,7 @@ MOVES = {
     "kernel": [("logC", 1.0), ("seed", 3)],
     "dataset": [("seed", 2), ("K", 10)],
     "icl_step": [("step", 250), ("seed", "3"), ("step", 1950), ("step", 0)],
-    "plateau": [("step", 150), ("arm", "m = 3"), ("seed", "2"), ("step", 2990), ("step", 0)],
+    "plateau": [("step", 400), ("arm", "standard"), ("seed", "2"), ("step", 2990), ("step", 0)],
 }
 
 
