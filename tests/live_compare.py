@@ -94,6 +94,18 @@ process.stdin.on("end", () => {
 )
 
 
+def break_live_js(monkeypatch, tmp_path: Path, old: str, new: str) -> None:
+    """Make the node runs of this test use a copy of live.js with ``old`` (which must occur once)
+    replaced by ``new``: a deliberately broken callback, which the comparison must catch."""
+    import sys
+
+    js = LIVE_JS.read_text()
+    assert js.count(old) == 1, f"live.js no longer contains {old!r}"
+    bad = tmp_path / "live.js"
+    bad.write_text(js.replace(old, new))
+    monkeypatch.setattr(sys.modules[__name__], "LIVE_JS", bad)
+
+
 def run_node(code: str, data, tmp_path: Path, models: dict | None = None):
     """Evaluate the JavaScript function ``code`` (called as ``fn(MFLive, data)``) in node;
     ``data`` is encoded here unless ``models`` (the encoded Bokeh models it refers to) is given."""

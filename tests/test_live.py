@@ -445,12 +445,7 @@ def test_a_broken_icl_step_callback_is_caught(figures, broken, tmp_path, monkeyp
     """live.js with a wrong chapter-8 callback: the comparison with the package fails."""
     import live_compare
 
-    old, new = ICL_BREAKS[broken]
-    js = live_compare.LIVE_JS.read_text()
-    assert js.count(old) == 1, f"live.js no longer contains {old!r}"
-    bad = tmp_path / "live.js"
-    bad.write_text(js.replace(old, new))
-    monkeypatch.setattr(live_compare, "LIVE_JS", bad)
+    live_compare.break_live_js(monkeypatch, tmp_path, *ICL_BREAKS[broken])
     fig = figures["icl_step"]
     exp = live.icl_step_state(_ICL, 2, 450)
     shown, _ = update_in_node(fig, {"seed": "2", "step": 450}, tmp_path, exp)

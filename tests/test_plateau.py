@@ -431,12 +431,7 @@ def test_plateau_callback_over_moves_and_broken_versions_are_caught(broken, tmp_
     runs = P.explorer_runs(results, jobs, arms=("standard", "m = 3"))
     fig = live.plateau_explorer(runs, "standard", 0, 50)
     if broken is not None:
-        old, new = PLATEAU_BREAKS[broken]
-        js = live_compare.LIVE_JS.read_text()
-        assert js.count(old) == 1, f"live.js no longer contains {old!r}"
-        bad = tmp_path / "live.js"
-        bad.write_text(js.replace(old, new))
-        monkeypatch.setattr(live_compare, "LIVE_JS", bad)
+        live_compare.break_live_js(monkeypatch, tmp_path, *PLATEAU_BREAKS[broken])
     moves = [{"step": 60}, {"arm": "m = 3"}, {"step": 137.5}, {"seed": "2"}, {"arm": "standard"},
              {"step": 0}]  # fmt: skip
     values, expected = {"arm": "standard", "seed": "0", "step": 50}, []

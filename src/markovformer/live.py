@@ -1139,6 +1139,27 @@ def _step_axes(fig, ylabel: str) -> None:
     fig.legend.background_fill_alpha = 0.6
 
 
+def _attention_map(title: str, image_src, symbols_src, high: float, m: int, text_size: str,
+                   title_size: str, labels: tuple[str, str], **fig_kw):  # fmt: skip
+    """An m x m attention map of the stored runs (queries down, keys across; white at 0), the
+    symbols of the probe sequence along the top and the left, and a colour bar; ``fig_kw`` sizes
+    the figure. Returns (figure, colour mapper) for a callback to rescale."""
+    from bokeh.models import ColorBar, LinearColorMapper, Range1d
+    from bokeh.palettes import Blues256
+
+    mapper = LinearColorMapper(palette=list(reversed(Blues256)), low=0, high=high)
+    fig = _figure(title, x_range=Range1d(-1.9, m - 0.5), y_range=Range1d(m - 0.5, -1.9), **fig_kw)
+    fig.image("image", x="x", y="y", dw="dw", dh="dh", source=image_src, color_mapper=mapper)
+    fig.text("x", "y", text="text", source=symbols_src, text_align="center",
+             text_baseline="middle", text_font_size=text_size, text_color="#444444")  # fmt: skip
+    fig.add_layout(ColorBar(color_mapper=mapper, width=8, label_standoff=4,
+                            major_label_text_font_size="9pt"), "right")  # fmt: skip
+    fig.title.text_font_size = title_size
+    fig.xaxis.axis_label, fig.yaxis.axis_label = labels
+    fig.grid.visible = False
+    return fig, mapper
+
+
 def icl_step_explorer(runs: Sequence[Mapping], seed: int | None = None,
                       step: int | None = None) -> LiveFigure:  # fmt: skip
     """Stored ICL-MC runs, step by step: ``runs`` are
@@ -1147,8 +1168,7 @@ def icl_step_explorer(runs: Sequence[Mapping], seed: int | None = None,
     sequence (head 0 of every layer), its KL to the uniform, unigram and bigram strategies over
     training (with the median over the runs), and its previous-token and induction scores, with
     the step marked. The runs are embedded (maps as float16 bits of their lower triangle)."""
-    from bokeh.models import ColorBar, LinearColorMapper, Range1d, Select, Span
-    from bokeh.palettes import Blues256
+    from bokeh.models import Range1d, Select, Span
 
     if not runs:
         raise ValueError("icl_step_explorer needs at least one run")
@@ -1164,22 +1184,14 @@ def icl_step_explorer(runs: Sequence[Mapping], seed: int | None = None,
     m, L = records[i]["m"], records[i]["layers"]
 
     figs, mappers, map_sources = [], [], []
-    palette = list(reversed(Blues256))  # white at 0
     for layer in range(L):
         name = f"map{layer + 1}"
-        mapper = LinearColorMapper(palette=palette, low=0,
-                                   high=state["props"][f"mapper{layer + 1}.high"])  # fmt: skip
-        fig = _figure(state["titles"][f"{name}Fig"], width=WIDTH // L, height=320,
-                      x_range=Range1d(-1.9, m - 0.5), y_range=Range1d(m - 0.5, -1.9))  # fmt: skip
-        fig.image("image", x="x", y="y", dw="dw", dh="dh", source=src[name], color_mapper=mapper)
-        fig.text("x", "y", text="text", source=src["symbols"], text_align="center",
-                 text_baseline="middle", text_font_size="7pt", text_color="#444444")  # fmt: skip
-        fig.add_layout(ColorBar(color_mapper=mapper, width=8, label_standoff=4,
-                                major_label_text_font_size="9pt"), "right")  # fmt: skip
-        fig.title.text_font_size = "9pt"
-        fig.xaxis.axis_label = "key position (its symbol above)"
-        fig.yaxis.axis_label = "query position (symbol left)"
-        fig.grid.visible = False
+        fig, mapper = _attention_map(
+            state["titles"][f"{name}Fig"], src[name], src["symbols"],
+            state["props"][f"mapper{layer + 1}.high"], m, text_size="7pt", title_size="9pt",
+            labels=("key position (its symbol above)", "query position (symbol left)"),
+            width=WIDTH // L, height=320,
+        )  # fmt: skip
         figs.append(fig)
         mappers.append(mapper)
         map_sources.append(src[name])

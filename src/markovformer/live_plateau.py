@@ -17,6 +17,7 @@ from .live import (
     ICL_COLORS,
     ICL_STRATEGIES,
     LiveFigure,
+    _attention_map,
     _figure,
     _icl_map,
     _icl_record,
@@ -99,8 +100,7 @@ def plateau_explorer(runs: Sequence[Mapping], arm: str | None = None, seed: int 
     menu, a seed menu and a step slider; the run's loss minus the bigram loss (the in-context
     unigram's level dashed) and its KL to each strategy over training, with the step and the
     escape step marked, and the attention of both layers at the step. Stacked, full width."""
-    from bokeh.models import ColorBar, LinearColorMapper, Range1d, Select, Span
-    from bokeh.palettes import Blues256
+    from bokeh.models import Range1d, Select, Span
 
     if not runs:
         raise ValueError("plateau_explorer needs at least one run")
@@ -146,22 +146,14 @@ def plateau_explorer(runs: Sequence[Mapping], arm: str | None = None, seed: int 
         fig.title.text_font_size = "10pt"
 
     figs, mappers, map_sources = [], [], []
-    palette = list(reversed(Blues256))  # white at 0
     for layer in range(2):
         name = f"map{layer + 1}"
-        mapper = LinearColorMapper(palette=palette, low=0,
-                                   high=state["props"][f"mapper{layer + 1}.high"])  # fmt: skip
-        fig = _figure(state["titles"][f"{name}Fig"], width=300, height=250, sizing_mode=STRETCH,
-                      x_range=Range1d(-1.9, m - 0.5), y_range=Range1d(m - 0.5, -1.9))  # fmt: skip
-        fig.image("image", x="x", y="y", dw="dw", dh="dh", source=src[name], color_mapper=mapper)
-        fig.text("x", "y", text="text", source=src["symbols"], text_align="center",
-                 text_baseline="middle", text_font_size="9pt", text_color="#444444")  # fmt: skip
-        fig.add_layout(ColorBar(color_mapper=mapper, width=8, label_standoff=4,
-                                major_label_text_font_size="9pt"), "right")  # fmt: skip
-        fig.title.text_font_size = "10pt"
-        fig.xaxis.axis_label = "key position"
-        fig.yaxis.axis_label = "query position"
-        fig.grid.visible = False
+        fig, mapper = _attention_map(
+            state["titles"][f"{name}Fig"], src[name], src["symbols"],
+            state["props"][f"mapper{layer + 1}.high"], m, text_size="9pt", title_size="10pt",
+            labels=("key position", "query position"), width=300, height=250,
+            sizing_mode=STRETCH,
+        )  # fmt: skip
         figs.append(fig)
         mappers.append(mapper)
         map_sources.append(src[name])
