@@ -4,9 +4,12 @@ For every chunk of missing transformer runs (the same chunks ``reproduce`` would
 timed probe trains a chunk of the same shape for a few steps on one torch thread, exactly as the
 engine does, and scales the time per step to the chunk's steps; probes are shared by chunks of
 the same shape. Stored computations (chapter 6) are probed by computing one seed at a twentieth
-of their steps. The chunks are then scheduled on ``workers`` processes, longest first, to give
-the wall time. The estimate ignores evaluation steps (probes, attention maps) and start-up, so
-read it as +-30 %.
+of their steps. A spec that evaluates during training (probes, snapshots, diagnostics, in-context
+evaluations with their attention maps) is probed a second time with an evaluation at every probe
+step, and the difference, per evaluation, is charged for each of its evaluation steps: chapter 9's
+runs spend more than half their time there. The chunks are then scheduled on ``workers``
+processes, longest first, to give the wall time. The estimate ignores start-up and a machine's
+other load, so read it as +-30 %.
 """
 
 from __future__ import annotations
@@ -49,24 +52,42 @@ def schedule_seconds(chunk_seconds: Sequence[float], workers: int) -> float:
     return max(load)
 
 
-_PROBES: dict[str, float] = {}
+_PROBES: dict[str, tuple[float, float]] = {}
+
+#: the evaluation schedules of a TrainConfig (steps at which the trainer stops to measure)
+EVAL_FIELDS = ("probe_steps", "snapshot_steps", "diagnostic_steps", "icl_steps")
+
+
+def evaluation_steps(train) -> int:
+    """How many steps of a training run evaluate something (the union of its schedules)."""
+    return len(set().union(*(getattr(train, f) for f in EVAL_FIELDS)))
+
+
+def _probe_wall(spec: RunSpec, n_runs: int, evaluate: bool) -> float:
+    """Wall seconds of a probe chunk: PROBE_STEPS + 1 steps, with the spec's evaluations at every
+    step (``evaluate``) or none."""
+    steps = PROBE_STEPS + 1
+    every = tuple(range(steps + 1))
+    sched = {f: (every if evaluate and getattr(spec.train, f) else ()) for f in EVAL_FIELDS}
+    maps = spec.train.icl_map_len if evaluate else 0
+    tc = dataclasses.replace(spec.train, steps=steps, icl_map_len=maps, **sched)
+    chunk = [(dataclasses.replace(spec, train=tc), 10_000 + i) for i in range(n_runs)]
+    return _compute_chunk(chunk, "cpu")["info"]["batch_wall_seconds"]
 
 
 def _probe_spec(spec: RunSpec, n_runs: int) -> float:
-    """Seconds per training step of a chunk of ``n_runs`` runs of ``spec`` (cached by shape)."""
+    """Seconds of a chunk of ``n_runs`` runs of ``spec``: its training steps at the probed time
+    per step, plus its evaluation steps at the probed time per evaluation (cached by shape)."""
     key = f"{spec.batch_key()}|{n_runs}"
-    if key in _PROBES:
-        return _PROBES[key]
-    tc = dataclasses.replace(
-        spec.train, steps=PROBE_STEPS + 1, probe_steps=(), snapshot_steps=(),
-        diagnostic_steps=(), icl_steps=(), icl_map_len=0,
-    )  # fmt: skip
-    probe = dataclasses.replace(spec, train=tc)
-    chunk = [(probe, 10_000 + i) for i in range(n_runs)]
-    out = _compute_chunk(chunk, "cpu")
-    per_step = out["info"]["batch_wall_seconds"] / tc.steps
-    _PROBES[key] = per_step
-    return per_step
+    if key not in _PROBES:
+        plain = _probe_wall(spec, n_runs, evaluate=False)
+        per_eval = 0.0
+        if evaluation_steps(spec.train):
+            extra = _probe_wall(spec, n_runs, evaluate=True) - plain
+            per_eval = max(0.0, extra) / (PROBE_STEPS + 2)
+        _PROBES[key] = (plain / (PROBE_STEPS + 1), per_eval)
+    per_step, per_eval = _PROBES[key]
+    return per_step * spec.train.steps + per_eval * evaluation_steps(spec.train)
 
 
 def _probe_stored(job) -> float | None:
@@ -98,7 +119,7 @@ def estimate_jobs(jobs: Sequence[tuple[object, Sequence[int]]], root: str | Path
         for chunk in chunks:
             spec = chunk[0][0]
             data_from_spec(spec.chain)  # a bad chain fails here, not in the middle of a probe
-            secs.append(_probe_spec(spec, len(chunk)) * spec.train.steps)
+            secs.append(_probe_spec(spec, len(chunk)))
         return Estimate(sum(len(c) for c in chunks), secs)
     runs, secs, unknown = 0, [], 0
     for job, seeds in jobs:
