@@ -307,13 +307,21 @@ def test_claims_for_an_unknown_chapter_is_an_error(capsys):
 def test_ctrl_c_ends_in_one_line(tmp_path):
     args = ["reproduce", "awm-1", "--steps", "2000", "--seeds", "1", "--out", str(tmp_path),
             "--quiet", "--workers", "1"]  # fmt: skip
-    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not (tmp_path / ".markovformer.lock.json").exists() and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    # SIGINT back to its default in the child: a test run started in the background (where the
+    # shell ignores SIGINT, and children inherit that) must still see Ctrl-C
+    proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / ".markovformer.lock.json").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # never leave the training run behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("markovformer: interrupted")
