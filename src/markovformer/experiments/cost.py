@@ -6,10 +6,11 @@ engine does, and scales the time per step to the chunk's steps; probes are share
 the same shape. Stored computations (chapter 6) are probed by computing one seed at a twentieth
 of their steps. A spec that evaluates during training (probes, snapshots, diagnostics, in-context
 evaluations with their attention maps) is probed a second time with an evaluation at every probe
-step, and the difference, per evaluation, is charged for each of its evaluation steps: chapter 9's
-runs spend more than half their time there. The chunks are then scheduled on ``workers``
-processes, longest first, to give the wall time. The estimate ignores start-up and a machine's
-other load, so read it as +-30 %.
+step, and the difference, per evaluation, is charged for each of its evaluation steps (chapter 9's
+runs: about 6 % of their time). The chunks are then scheduled on ``workers`` processes, longest
+first, to give the wall time. The estimate ignores start-up, a machine's other load, and that
+worker processes slow each other down (on the 2-core EPYC that made the book's runs, two workers
+each ran chapter 9's chunks at about 0.55 of the speed of one alone), so read it as a lower bound.
 """
 
 from __future__ import annotations
