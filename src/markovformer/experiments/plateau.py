@@ -286,7 +286,7 @@ def plot_arms(results, jobs, arms=None, title: str = ""):
         steps = res[min(res)]["icl_steps"]
         ax2.plot(steps, np.median(_gap(res), 0), color=color, lw=1.4, label=ARMS[key].label)
     ax.set_title(title or "still on the plateau (Kaplan-Meier)", fontsize=10)
-    ax.legend(fontsize=9, loc="lower left")
+    ax.legend(fontsize=9, loc="best", framealpha=0.9)
     ax2.set_yscale("log")
     ax2.set_xlabel("training step")
     ax2.set_ylabel("loss - bigram loss (nats)")
