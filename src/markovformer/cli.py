@@ -271,6 +271,10 @@ def _dry_run(exps, args) -> int:
         f"{_duration(sum(total_chunks))} on one"
         + (f" ({unknown} not estimated)" if unknown else "")
     )
+    if workers > 1:
+        print("(from probes on one otherwise idle core: a lower bound for several workers, which "
+              "slow each other down; on the 2-core machine that made the book's runs, two "
+              "workers took 1.6 to 1.9 times the estimate)")  # fmt: skip
     return 0
 
 
