@@ -111,3 +111,31 @@ def test_machines_are_never_guessed():
         ["AMD EPYC, 2 cores, AVX512 kernels", "a machine whose CPU was not recorded"]
     )
     assert both.startswith("AMD EPYC, 2 cores, AVX512 kernels; the 2-core machine")
+
+
+def test_paper_grid_claims_fail_where_the_paper_says_they_should_not():
+    """AwM-4 at N = 1024: a stuck untied cell or a stuck sticky tied cell fails its claim, and a
+    grid with no stuck switching cell fails the third; grid_disagreement lists exactly the cells
+    stuck at one scale only, with p and q in the right places."""
+    import numpy as np
+
+    from markovformer.checks import ch2_transformer as C2
+    from markovformer.experiments import awm
+
+    band, far = "next to the diagonal (p + q = 1.1)", "strongly switching (p + q >= 1.7)"
+    good = {"tied": {"switching": 9, "sticky": 0, band: 8, far: 0},
+            "untied": {"switching": 0, "sticky": 0}, "cells": {band: 8, far: 3}}  # fmt: skip
+    assert all(c.passed for c in C2.paper_grid_claims(stuck=good))
+    for arm, region, value in (("untied", "sticky", 1), ("tied", "sticky", 2),
+                               ("tied", "switching", 0)):  # fmt: skip
+        bad = {a: dict(r) for a, r in good.items()}  # noqa: C420
+        bad[arm][region] = value
+        assert sum(not c.passed for c in C2.paper_grid_claims(stuck=bad)) == 1
+
+    n = awm.GRID.size
+    paper = {"tied": np.zeros((n, n))}
+    reduced = {"tied": np.zeros((n, n))}
+    i_q, j_p = int(np.argmin(abs(awm.GRID - 0.8))), int(np.argmin(abs(awm.GRID - 0.5)))
+    paper["tied"][i_q, j_p] = 0.9  # stuck at N = 1024 only, at (p, q) = (0.5, 0.8)
+    paper["tied"][0, 0] = reduced["tied"][0, 0] = np.nan  # a blank cell is skipped
+    assert C2.grid_disagreement(paper, reduced)["cells"] == [(0.5, 0.8, 0.9, 0.0)]

@@ -163,6 +163,47 @@ def grid_claims(root: Path = DATA, stuck: dict | None = None) -> list[Claim]:
     return out
 
 
+def grid_disagreement(paper: dict, reduced: dict, arm: str = "tied") -> dict:
+    """Cells of the (p, q) grid that are stuck (gap fraction > 0.5) at one scale and not at the
+    other: ``cells`` lists (p, q, fraction at N = 1024, fraction at N = 128)."""
+    a, b = paper[arm], reduced[arm]
+    cells = []
+    for i, q in enumerate(awm.GRID):
+        for j, p in enumerate(awm.GRID):
+            if np.isnan(a[i, j]) or np.isnan(b[i, j]):
+                continue
+            if (a[i, j] > 0.5) != (b[i, j] > 0.5):
+                cells.append((round(float(p), 1), round(float(q), 1), round(float(a[i, j]), 2),
+                              round(float(b[i, j]), 2)))  # fmt: skip
+    return {"cells": cells}
+
+
+@claims_of(CH)
+def paper_grid_claims(root: Path = DATA, stuck: dict | None = None) -> list[Claim]:
+    """AwM-4 at the paper's scale (N = 1024, one run per cell): the failure region of the
+    paper (tied model, p + q > 1 only; untied nowhere), and the band along the diagonal that
+    the reduced grid shows: more than half of the cells with p + q = 1.1 stuck (one run per cell
+    either escapes or not; threshold ours), none with p + q >= 1.7."""
+    stuck = grid_stuck(root, exp_id="awm-4") if stuck is None else stuck
+    seeds = "1 run per cell (seed 0), N = 1024"
+    near, far = "next to the diagonal (p + q = 1.1)", "strongly switching (p + q >= 1.7)"
+    band = [
+        Claim(CH, f"N = 1024, tied: stuck cells {near}, of {stuck['cells'][near]}",
+              stuck["tied"][near], (stuck["cells"][near] // 2 + 1, None), seeds=seeds, tuned=True),
+        Claim(CH, f"N = 1024, tied: stuck cells {far}, of {stuck['cells'][far]}",
+              stuck["tied"][far], 0, seeds=seeds),
+    ]  # fmt: skip
+    return band + [
+        Claim(CH, "N = 1024, untied: grid cells stuck (gap fraction > 0.5)",
+              stuck["untied"]["switching"] + stuck["untied"]["sticky"], 0, seeds=seeds,
+              source="[paper]"),
+        Claim(CH, "N = 1024, tied: stuck cells with p + q < 1", stuck["tied"]["sticky"], 0,
+              seeds=seeds, source="[paper]"),
+        Claim(CH, "N = 1024, tied: stuck cells with p + q > 1", stuck["tied"]["switching"],
+              (1, None), seeds=seeds, source="[paper]"),
+    ]  # fmt: skip
+
+
 def plateau(root: Path = DATA) -> dict:
     """awm-plateau: the stored curves, the summary and the Kaplan-Meier estimate."""
     results, jobs = get("awm-plateau").load(root)
