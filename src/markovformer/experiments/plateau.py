@@ -154,10 +154,10 @@ def plateau_train(steps: int, maps: bool) -> TrainConfig:
     )  # fmt: skip
 
 
-def _prior(arm: Arm) -> RandomChains:
-    if arm.prior == "doubly-stochastic":
-        return DoublyStochasticChains(3, 1, arm.alpha)
-    return RandomChains(3, 1, arm.alpha)
+def _prior(prior: str, alpha: float) -> RandomChains:
+    """The chains of an arm: S = 3, k = 1, rows Dir(alpha), Sinkhorn-normalised or not."""
+    kind = DoublyStochasticChains if prior == "doubly-stochastic" else RandomChains
+    return kind(3, 1, alpha)
 
 
 def arm_spec(arm: Arm, steps: int | None = None) -> RunSpec:
@@ -165,7 +165,7 @@ def arm_spec(arm: Arm, steps: int | None = None) -> RunSpec:
     maps = arm.depth >= 2
     keys = RECORD_KEYS + (("icl/maps", "icl/map_x") if maps else ())
     return RunSpec(
-        chain=_prior(arm).spec(), model=icl_config(arm.depth),
+        chain=_prior(arm.prior, arm.alpha).spec(), model=icl_config(arm.depth),
         train=plateau_train(steps or PLATEAU_T, maps), init=arm.init,
         init_kwargs=tuple(sorted(arm.init_kwargs)), keep_final_state=False, record_keys=keys,
         namespace=NAMESPACE,
@@ -259,7 +259,7 @@ def prior_levels(prior: str = "dirichlet", n_sequences: int = 4000,
     the next symbol, seed 0): ``bayes`` is the add-alpha bigram (the Bayes predictor for
     Dirichlet rows; only a reference for doubly stochastic kernels), ``entropy`` an oracle that
     knows the drawn kernel, and each strategy."""
-    pr = _prior(Arm("", prior=prior, alpha=alpha))
+    pr = _prior(prior, alpha)
     r = bayes_risk(pr, ICL_N, n_sequences, seed=0)
     return {k: float(np.mean(v)) for k, v in r.items() if k not in ("bayes_se", "bayes_mean_se")}
 
