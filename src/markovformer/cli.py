@@ -272,9 +272,8 @@ def _dry_run(exps, args) -> int:
         + (f" ({unknown} not estimated)" if unknown else "")
     )
     if workers > 1:
-        print("(from probes on one otherwise idle core: a lower bound for several workers, which "
-              "slow each other down; on the 2-core machine that made the book's runs, two "
-              "workers took 1.6 to 1.9 times the estimate)")  # fmt: skip
+        print("(timed on one otherwise idle core: a lower bound for several workers, which slow "
+              "each other down on a machine whose cores share caches or hyperthreads)")  # fmt: skip
     return 0
 
 
